@@ -1,0 +1,314 @@
+//! One file per key under one or more root directories: the storage behind
+//! `file://` and `shm://`.
+//!
+//! A key maps to a flat file name: bytes outside `[A-Za-z0-9._-]` (and a
+//! leading `.`) are written `%XX`, so no key can name `..`, a separator or a
+//! file of ours (`.tmp`, which starts with a dot). Names longer than
+//! [`CHUNK`] bytes are split into directories whose names end in `~` (a byte
+//! the encoding always escapes), so they never collide with a value file.
+//! Writes go to `ROOT/.tmp/` and are renamed into place; files are never
+//! modified after that, which keeps every mmap of them valid.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::Usage;
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+/// Longest file or directory name component written (file systems allow 255).
+const CHUNK: usize = 240;
+const TMP_DIR: &str = ".tmp";
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug)]
+pub(crate) struct DirStore {
+    roots: Vec<PathBuf>,
+    sync: bool,
+}
+
+fn is_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+/// The path components (relative to a root) that hold `key`.
+fn components(key: &Key) -> Vec<String> {
+    let mut name = String::with_capacity(key.as_str().len());
+    for (i, &b) in key.as_str().as_bytes().iter().enumerate() {
+        if is_safe(b) && !(i == 0 && b == b'.') {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut rest = name.as_str();
+    while rest.len() > CHUNK {
+        let (head, tail) = rest.split_at(CHUNK);
+        parts.push(format!("{head}~"));
+        rest = tail;
+    }
+    parts.push(rest.to_string());
+    parts
+}
+
+/// Inverse of [`components`] on the concatenated name (chunk markers removed).
+fn decode_name(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(name.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::write_io("create directory", path, e))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::write_io("fsync directory", path, e))
+}
+
+impl DirStore {
+    /// Opens (creating if needed) a store over `roots`. `sync`: fsync on every put.
+    pub(crate) fn open(roots: Vec<PathBuf>, sync: bool) -> Result<Self> {
+        for root in &roots {
+            create_private_dir(&root.join(TMP_DIR))?;
+        }
+        Ok(DirStore { roots, sync })
+    }
+
+    pub(crate) fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    fn root_of(&self, key: &Key) -> &Path {
+        let i = if self.roots.len() == 1 {
+            0
+        } else {
+            (xxh3_64(key.as_str().as_bytes()) % self.roots.len() as u64) as usize
+        };
+        &self.roots[i]
+    }
+
+    /// The file that holds `key`.
+    pub(crate) fn path_of(&self, key: &Key) -> PathBuf {
+        let mut path = self.root_of(key).to_path_buf();
+        path.extend(components(key));
+        path
+    }
+
+    pub(crate) fn put(&self, key: &Key, frame: &[u8]) -> Result<()> {
+        let root = self.root_of(key);
+        let target = self.path_of(key);
+        let tmp = root.join(TMP_DIR).join(format!(
+            "{}-{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+            xxh3_64(key.as_str().as_bytes())
+        ));
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Error::write_io("create", &tmp, e))?;
+            file.write_all(frame)
+                .map_err(|e| Error::write_io("write", &tmp, e))?;
+            if self.sync {
+                file.sync_data()
+                    .map_err(|e| Error::write_io("fsync", &tmp, e))?;
+            }
+            let parent = target.parent().unwrap_or(root);
+            if parent != root {
+                create_private_dir(parent)?;
+            }
+            fs::rename(&tmp, &target)
+                .map_err(|e| Error::write_io("rename into place", &target, e))?;
+            if self.sync {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            // Best effort: the temporary file holds nothing anyone can see.
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    pub(crate) fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        let path = self.path_of(key);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        if len == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        // SAFETY: files are published by rename and never written again, so the
+        // mapping's contents cannot change under us (see the module docs).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mmap", &path, e))?;
+        Ok(Some(Bytes::from_owner(map)))
+    }
+
+    pub(crate) fn delete(&self, key: &Key) -> Result<bool> {
+        let path = self.path_of(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                if self.sync {
+                    sync_dir(path.parent().unwrap_or(self.root_of(key)))?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove", path, e)),
+        }
+    }
+
+    /// Calls `f(key, size)` for every stored key whose name starts with `prefix`.
+    fn walk(&self, prefix: &str, f: &mut dyn FnMut(Key, u64)) -> Result<()> {
+        for root in &self.roots {
+            walk_dir(root, root, String::new(), prefix, f)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn list(&self, prefix: &str) -> Result<Vec<Key>> {
+        let mut keys = Vec::new();
+        self.walk(prefix, &mut |k, _| keys.push(k))?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    pub(crate) fn usage(&self) -> Result<Usage> {
+        let mut usage = Usage::default();
+        self.walk("", &mut |_, size| {
+            usage.keys += 1;
+            usage.bytes += size;
+        })?;
+        Ok(usage)
+    }
+}
+
+fn walk_dir(
+    root: &Path,
+    dir: &Path,
+    name_so_far: String,
+    prefix: &str,
+    f: &mut dyn FnMut(Key, u64),
+) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let file_name = entry.file_name();
+        let Some(part) = file_name.to_str() else {
+            continue;
+        };
+        if dir == root && part.starts_with('.') {
+            continue; // our temporary directory and lock files
+        }
+        let file_type = entry
+            .file_type()
+            .map_err(|e| Error::io("stat", entry.path(), e))?;
+        if let Some(chunk) = part.strip_suffix('~') {
+            if file_type.is_dir() {
+                walk_dir(
+                    root,
+                    &entry.path(),
+                    format!("{name_so_far}{chunk}"),
+                    prefix,
+                    f,
+                )?;
+            }
+            continue;
+        }
+        if !file_type.is_file() {
+            continue;
+        }
+        // Files that are not encoded keys (placed there by someone else) are not ours to list.
+        let Some(key) = decode_name(&format!("{name_so_far}{part}")).and_then(|k| Key::new(k).ok())
+        else {
+            continue;
+        };
+        if key.as_str().starts_with(prefix) {
+            let size = entry
+                .metadata()
+                .map_err(|e| Error::io("stat", entry.path(), e))?
+                .len();
+            f(key, size);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> Key {
+        Key::new(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn names_round_trip_and_never_escape() {
+        let long = format!("{}tail", "ü~%/".repeat(150));
+        for k in [
+            "a",
+            ".hidden",
+            "a/b",
+            "a/.b",
+            "x~",
+            "%41",
+            "sp ace",
+            long.as_str(),
+        ] {
+            let parts = components(&key(k));
+            assert!(
+                parts
+                    .iter()
+                    .all(|p| p.len() <= CHUNK + 1 && !p.contains('/') && p != ".." && p != ".")
+            );
+            assert!(!parts[0].starts_with('.'), "{k}");
+            let (last, dirs) = parts.split_last().unwrap_or_else(|| panic!("no parts"));
+            assert!(dirs.iter().all(|d| d.ends_with('~')) && !last.ends_with('~'));
+            let joined: String = dirs
+                .iter()
+                .map(|d| d.trim_end_matches('~'))
+                .chain([last.as_str()])
+                .collect();
+            assert_eq!(decode_name(&joined).as_deref(), Some(k));
+        }
+    }
+}

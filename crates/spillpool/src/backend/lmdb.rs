@@ -1,0 +1,441 @@
+//! `lmdb://`: an LMDB environment (through heed), shared by many processes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use heed::types::{Bytes as RawBytes, DecodeIgnore};
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, MdbError, RoTxn, WithoutTls};
+use parking_lot::{Mutex, RawRwLock, RwLock, lock_api::ArcRwLockReadGuard};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::dir::create_private_dir;
+use super::{Backend, Usage};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::uri::Uri;
+
+/// Default map size: address space only (the file grows with its data), so
+/// growth is rarely needed.
+pub const DEFAULT_MAP_SIZE: u64 = 1 << 40;
+/// How long growing the map waits for reads of this process to finish.
+const GROW_WAIT: Duration = Duration::from_secs(3);
+
+type Db = Database<'static, RawBytes, RawBytes>;
+
+/// One environment per path per process: LMDB forbids opening it twice.
+static ENVS: LazyLock<Mutex<HashMap<PathBuf, Weak<Shared>>>> = LazyLock::new(Default::default);
+
+struct Shared {
+    path: PathBuf,
+    env: Env<WithoutTls>,
+    frames: Db,
+    /// Keys longer than LMDB's key limit: hashed key → full key.
+    long_keys: Db,
+    sync: bool,
+    /// Held shared by every transaction and every frame still borrowed from
+    /// the map; held exclusively to resize the map, which may move it.
+    gate: Arc<RwLock<()>>,
+}
+
+/// LMDB: a B-tree in one memory-mapped file, written by many processes at once.
+///
+/// `lmdb:///DIR` opens (creating if needed) the environment in directory `DIR`.
+/// Parameters: `sync=false` (commits are not fsynced: for scratch data),
+/// `map_size=1TiB` (initial address space; the map doubles by itself when
+/// full). One environment per path is opened per process and shared by every
+/// handle; a second handle asking for another `sync` setting is an error.
+///
+/// Writers are serialised by LMDB (across processes too); readers never
+/// block. `get` borrows the value from the map: the returned bytes keep a read
+/// transaction open until they are dropped, so drop them when done (a long
+/// read keeps old pages from being reused, and delays growing the map).
+/// Values are stored with a small prefix that puts the frame's payload on a
+/// 64-byte boundary in the map, so tables decode without a copy.
+///
+/// ```
+/// use spillpool::{Backend, LmdbBackend, BackendExt, Key, Value};
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = LmdbBackend::open(dir.path(), true, 1 << 30).unwrap();
+/// db.put_value(&Key::new("k").unwrap(), &Value::from(vec![1u8; 100])).unwrap();
+/// assert_eq!(db.usage().unwrap().keys, 1);
+/// ```
+pub struct LmdbBackend {
+    uri: String,
+    shared: Arc<Shared>,
+}
+
+fn lmdb_err<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(heed::Error) -> Error + 'p {
+    move |source| match source {
+        heed::Error::Mdb(MdbError::MapFull) => Error::TierFull {
+            tier: format!("lmdb://{}", path.display()),
+            reason: format!("{op}: the LMDB map is full"),
+        },
+        heed::Error::Io(e) => Error::write_io(op, path.join("data.mdb"), e),
+        source => Error::Lmdb {
+            path: path.to_path_buf(),
+            op,
+            source,
+        },
+    }
+}
+
+impl LmdbBackend {
+    /// Opens the environment in `dir`. `sync`: fsync every commit. `map_size`: initial map size.
+    pub fn open(dir: &Path, sync: bool, map_size: u64) -> Result<Self> {
+        create_private_dir(dir)?;
+        let path = dir
+            .canonicalize()
+            .map_err(|e| Error::io("resolve", dir, e))?;
+        let mut envs = ENVS.lock();
+        if let Some(shared) = envs.get(&path).and_then(Weak::upgrade) {
+            if shared.sync != sync {
+                return Err(Error::InvalidConfig {
+                    what: format!("lmdb://{}", path.display()),
+                    reason: format!(
+                        "already open in this process with sync={}; one environment per path is shared",
+                        shared.sync
+                    ),
+                });
+            }
+            return Ok(Self::with_shared(shared));
+        }
+        let page = page_size();
+        let map_size =
+            usize::try_from(map_size.max(page as u64).div_ceil(page as u64) * page as u64)
+                .map_err(|_| Error::InvalidConfig {
+                    what: "map_size".into(),
+                    reason: "too large for this platform".into(),
+                })?;
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(map_size).max_readers(1024).max_dbs(4);
+        if !sync {
+            // SAFETY: NO_SYNC only weakens durability, which `sync=false` asks for.
+            unsafe { options.flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC) };
+        }
+        // SAFETY: the registry above guarantees one open per path in this process,
+        // and mapped pages are only read through transactions we keep alive.
+        let env = unsafe { options.open(&path) }.map_err(lmdb_err(&path, "open"))?;
+        let wtxn = env.write_txn().map_err(lmdb_err(&path, "begin"))?;
+        let created: heed::Result<_> = env.create_databases_and_commit(wtxn, |opener, wtxn| {
+            let frames: Database<RawBytes, RawBytes> =
+                opener.create_database(wtxn, Some("frames"))?;
+            let long_keys: Database<RawBytes, RawBytes> =
+                opener.create_database(wtxn, Some("long_keys"))?;
+            Ok(CommitOrAbort::<_, ()>::Commit((frames, long_keys)))
+        });
+        let (frames, long_keys) = match created.map_err(lmdb_err(&path, "create databases"))? {
+            CommitOrAbort::Commit(dbs) => dbs,
+            CommitOrAbort::Abort(()) => {
+                return Err(Error::InvalidConfig {
+                    what: format!("lmdb://{}", path.display()),
+                    reason: "creating the databases was aborted".into(),
+                });
+            }
+        };
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            env,
+            frames,
+            long_keys,
+            sync,
+            gate: Arc::default(),
+        });
+        envs.retain(|_, w| w.strong_count() > 0);
+        envs.insert(path, Arc::downgrade(&shared));
+        Ok(Self::with_shared(shared))
+    }
+
+    fn with_shared(shared: Arc<Shared>) -> Self {
+        let mut uri = format!("lmdb://{}", shared.path.display());
+        if !shared.sync {
+            uri.push_str("?sync=false");
+        }
+        LmdbBackend { uri, shared }
+    }
+
+    pub(crate) fn from_uri(uri: &Uri) -> Result<Self> {
+        uri.check_params(&["sync", "map_size"])?;
+        if uri.path().is_empty() {
+            return Err(uri.invalid("lmdb:// needs a directory, e.g. lmdb:///var/lib/spillpool"));
+        }
+        let sync = uri.bool_param("sync", true)?;
+        let map_size = uri.size_param("map_size", DEFAULT_MAP_SIZE)?;
+        let mut backend = LmdbBackend::open(Path::new(uri.path()), sync, map_size)?;
+        backend.uri = uri.as_str().to_string();
+        Ok(backend)
+    }
+
+    /// The environment's directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The current map size in bytes.
+    pub fn map_size(&self) -> usize {
+        self.shared.env.info().map_size
+    }
+
+    /// The LMDB key for `key`: itself, or `\0` + a 128-bit hash when too long
+    /// for LMDB (a valid key never holds NUL, so the two cannot collide).
+    fn lmdb_key(&self, key: &Key) -> (Vec<u8>, bool) {
+        let raw = key.as_str().as_bytes();
+        if raw.len() <= self.shared.env.max_key_size() {
+            (raw.to_vec(), false)
+        } else {
+            let mut k = vec![0u8];
+            k.extend_from_slice(&xxh3_128(raw).to_le_bytes());
+            (k, true)
+        }
+    }
+
+    /// Runs a write transaction, growing the map (or adopting another
+    /// process's growth) and retrying when LMDB asks for it.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl Fn(&mut heed::RwTxn) -> heed::Result<T>,
+    ) -> Result<T> {
+        let s = &self.shared;
+        loop {
+            let attempt = {
+                let _gate = s.gate.read();
+                s.env.write_txn().and_then(|mut txn| {
+                    let out = f(&mut txn)?;
+                    txn.commit()?;
+                    Ok(out)
+                })
+            };
+            match attempt {
+                Ok(out) => return Ok(out),
+                Err(heed::Error::Mdb(MdbError::MapFull)) => self.resize(true, op)?,
+                Err(heed::Error::Mdb(MdbError::MapResized)) => self.resize(false, op)?,
+                Err(e) => return Err(lmdb_err(&s.path, op)(e)),
+            }
+        }
+    }
+
+    /// Doubles the map (`grow`) or adopts the size another process set.
+    fn resize(&self, grow: bool, op: &'static str) -> Result<()> {
+        let s = &self.shared;
+        let Some(_exclusive) = s.gate.try_write_for(GROW_WAIT) else {
+            return Err(Error::TierFull {
+                tier: self.uri.clone(),
+                reason: format!(
+                    "{op}: the LMDB map ({} bytes) must grow, but values read from it are still in use in this process",
+                    self.map_size()
+                ),
+            });
+        };
+        let new_size = if grow {
+            self.map_size().saturating_mul(2)
+        } else {
+            0
+        };
+        // SAFETY: the exclusive gate guarantees no transaction of this process
+        // is open and no borrowed frame points into the map while it is remapped.
+        unsafe { s.env.resize(new_size) }.map_err(lmdb_err(&s.path, "resize map"))
+    }
+
+    fn read_txn(
+        &self,
+    ) -> Result<(
+        RoTxn<'static, WithoutTls>,
+        ArcRwLockReadGuard<RawRwLock, ()>,
+    )> {
+        let s = &self.shared;
+        loop {
+            let gate = s.gate.read_arc();
+            match s.env.clone().static_read_txn() {
+                Ok(txn) => return Ok((txn, gate)),
+                Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                    drop(gate);
+                    self.resize(false, "read")?;
+                }
+                Err(e) => return Err(lmdb_err(&s.path, "begin read")(e)),
+            }
+        }
+    }
+}
+
+/// A frame borrowed from the LMDB map, kept valid by its read transaction.
+struct Borrowed {
+    ptr: *const u8,
+    len: usize,
+    _txn: RoTxn<'static, WithoutTls>,
+    _gate: ArcRwLockReadGuard<RawRwLock, ()>,
+}
+
+// SAFETY: the pointed-to bytes are immutable while the read transaction lives
+// (LMDB's MVCC), and `RoTxn<WithoutTls>` may move between threads.
+unsafe impl Send for Borrowed {}
+
+impl AsRef<[u8]> for Borrowed {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: ptr/len came from a value of `_txn`, which is still open.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// LMDB keeps a large value in overflow pages, starting right after the
+/// 16-byte page header (`PAGEHDRSZ` in mdb.c); 48 more bytes put the frame on
+/// a 64-byte boundary in the map. The address `MDB_RESERVE` hands out cannot
+/// tell: it points into a heap copy of the page that is written out at commit.
+/// Small values live inside leaf pages and move as the page changes; arrow
+/// realigns (copies) their few bytes when it decodes them.
+const OVERFLOW_PAD: usize = 64 - 16;
+
+/// Stored value = `[pad: u8][pad-1 zero bytes][frame][64-pad zero bytes]`.
+/// The reader takes the pad from the first byte, so the layout can change
+/// without breaking stored data.
+fn unpad(value: &[u8]) -> &[u8] {
+    let pad = value.first().copied().unwrap_or(0) as usize;
+    if pad == 0 || pad > 64 || value.len() < 64 {
+        return value; // not ours: the frame check will call it corrupt
+    }
+    &value[pad..value.len() - 64 + pad]
+}
+
+impl fmt::Display for LmdbBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri)
+    }
+}
+
+impl fmt::Debug for LmdbBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LmdbBackend")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend for LmdbBackend {
+    fn put(&self, key: &Key, frame: Bytes) -> Result<()> {
+        let (lkey, long) = self.lmdb_key(key);
+        let s = &self.shared;
+        self.write("put", |txn| {
+            s.frames
+                .put_reserved(txn, &lkey, frame.len() + 64, |space| {
+                    let pad = OVERFLOW_PAD;
+                    space.write_all(&[pad as u8])?;
+                    space.write_all(&[0u8; 64][..pad - 1])?;
+                    space.write_all(&frame)?;
+                    space.write_all(&[0u8; 64][..64 - pad])
+                })?;
+            if long {
+                s.long_keys.put(txn, &lkey, key.as_str().as_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        let (lkey, _) = self.lmdb_key(key);
+        let (txn, gate) = self.read_txn()?;
+        let found = self
+            .shared
+            .frames
+            .get(&txn, &lkey)
+            .map_err(lmdb_err(&self.shared.path, "get"))?
+            .map(|v| {
+                let frame = unpad(v);
+                (frame.as_ptr(), frame.len())
+            });
+        Ok(found.map(|(ptr, len)| {
+            Bytes::from_owner(Borrowed {
+                ptr,
+                len,
+                _txn: txn,
+                _gate: gate,
+            })
+        }))
+    }
+
+    fn delete(&self, key: &Key) -> Result<bool> {
+        let (lkey, long) = self.lmdb_key(key);
+        let s = &self.shared;
+        self.write("delete", |txn| {
+            if long {
+                s.long_keys.delete(txn, &lkey)?;
+            }
+            s.frames.delete(txn, &lkey)
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Key>> {
+        let s = &self.shared;
+        let err = |op| lmdb_err(&s.path, op);
+        let (txn, _gate) = self.read_txn()?;
+        let mut keys = Vec::new();
+        let to_key = |raw: &[u8]| {
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(|k| Key::new(k).ok())
+                .ok_or_else(|| Error::Corrupt {
+                    key: String::from_utf8_lossy(raw).chars().take(200).collect(),
+                    location: self.uri.clone(),
+                    reason: "stored key is not a valid key".into(),
+                })
+        };
+        // LMDB cannot position a cursor on an empty key: no prefix means every key.
+        let entries: Box<dyn Iterator<Item = heed::Result<(&[u8], ())>>> = if prefix.is_empty() {
+            Box::new(
+                s.frames
+                    .remap_data_type::<DecodeIgnore>()
+                    .iter(&txn)
+                    .map_err(err("list"))?,
+            )
+        } else {
+            Box::new(
+                s.frames
+                    .remap_data_type::<DecodeIgnore>()
+                    .prefix_iter(&txn, prefix.as_bytes())
+                    .map_err(err("list"))?,
+            )
+        };
+        for entry in entries {
+            let (raw, ()) = entry.map_err(err("list"))?;
+            if raw.first() != Some(&0) {
+                keys.push(to_key(raw)?);
+            }
+        }
+        for entry in s.long_keys.iter(&txn).map_err(err("list"))? {
+            let (_, full) = entry.map_err(err("list"))?;
+            let key = to_key(full)?;
+            if key.as_str().starts_with(prefix) {
+                keys.push(key);
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn usage(&self) -> Result<Usage> {
+        let s = &self.shared;
+        let (txn, _gate) = self.read_txn()?;
+        let mut usage = Usage::default();
+        for entry in s.frames.iter(&txn).map_err(lmdb_err(&s.path, "usage"))? {
+            let (_, value) = entry.map_err(lmdb_err(&s.path, "usage"))?;
+            usage.keys += 1;
+            usage.bytes += unpad(value).len() as u64;
+        }
+        Ok(usage)
+    }
+
+    fn location(&self, key: &Key) -> String {
+        format!(
+            "{} (key {:?})",
+            self.uri,
+            crate::error::printable(key.as_str())
+        )
+    }
+}
+
+fn page_size() -> usize {
+    rustix::param::page_size()
+}

@@ -1,0 +1,126 @@
+//! `mem://`: a concurrent map in this process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, LazyLock, Weak};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use super::{Backend, Usage};
+use crate::error::Result;
+use crate::key::Key;
+use crate::uri::Uri;
+
+type Map = RwLock<BTreeMap<Key, Bytes>>;
+
+/// Named in-memory maps, so that every `mem://NAME` opened in this process shares one.
+static NAMED: LazyLock<Mutex<HashMap<String, Weak<Map>>>> = LazyLock::new(Default::default);
+
+/// In-process storage: `mem://` (private to this handle) or `mem://NAME`
+/// (shared by every handle opened with that name in this process, until the last is dropped).
+///
+/// `put` stores the frame's `Bytes` without copying; `get` hands back a shared clone.
+///
+/// ```
+/// use spillpool::{Backend, MemBackend, Key};
+/// let mem = MemBackend::new();
+/// let key = Key::new("k").unwrap();
+/// mem.put(&key, bytes::Bytes::from_static(b"frame")).unwrap();
+/// assert_eq!(mem.get(&key).unwrap().unwrap().as_ref(), b"frame");
+/// ```
+pub struct MemBackend {
+    name: Option<String>,
+    map: Arc<Map>,
+}
+
+impl MemBackend {
+    /// A fresh, private map.
+    pub fn new() -> Self {
+        MemBackend {
+            name: None,
+            map: Arc::default(),
+        }
+    }
+
+    /// The map called `name` in this process, created on first use.
+    pub fn named(name: &str) -> Self {
+        let mut named = NAMED.lock();
+        let map = match named.get(name).and_then(Weak::upgrade) {
+            Some(map) => map,
+            None => {
+                let map: Arc<Map> = Arc::default();
+                named.retain(|_, weak| weak.strong_count() > 0);
+                named.insert(name.to_string(), Arc::downgrade(&map));
+                map
+            }
+        };
+        MemBackend {
+            name: Some(name.to_string()),
+            map,
+        }
+    }
+
+    pub(crate) fn from_uri(uri: &Uri) -> Result<Self> {
+        uri.check_params(&[])?;
+        Ok(match uri.path() {
+            "" => MemBackend::new(),
+            name => MemBackend::named(name),
+        })
+    }
+}
+
+impl Default for MemBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MemBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mem://{}", self.name.as_deref().unwrap_or(""))
+    }
+}
+
+impl fmt::Debug for MemBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemBackend")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend for MemBackend {
+    fn put(&self, key: &Key, frame: Bytes) -> Result<()> {
+        self.map.write().insert(key.clone(), frame);
+        Ok(())
+    }
+
+    fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        Ok(self.map.read().get(key).cloned())
+    }
+
+    fn delete(&self, key: &Key) -> Result<bool> {
+        Ok(self.map.write().remove(key).is_some())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Key>> {
+        let map = self.map.read();
+        Ok(map
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.as_str().starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    fn usage(&self) -> Result<Usage> {
+        let map = self.map.read();
+        Ok(Usage {
+            keys: map.len() as u64,
+            bytes: map.values().map(|v| v.len() as u64).sum(),
+        })
+    }
+}

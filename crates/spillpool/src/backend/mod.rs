@@ -1,0 +1,140 @@
+//! Backends: key → frame storage behind one trait, opened by URI.
+//!
+//! | URI | backend | reads |
+//! |---|---|---|
+//! | `mem://` or `mem://NAME` | [`MemBackend`]: a map in this process (a NAME is shared within the process) | shared `Bytes`, no copy |
+//! | `file:///DIR[?root=/DIR2&sync=false]` | [`FileBackend`]: one file per key | mmap, no copy |
+//! | `lmdb:///DIR[?sync=false&map_size=1TiB]` | [`LmdbBackend`]: LMDB environment | borrowed from the map, no copy |
+//! | `shm://NAME` | [`ShmBackend`]: POSIX shared memory under `/dev/shm` | mmap, no copy, across processes |
+//!
+//! Backends store *frames* (see [`crate::frame`]) as opaque bytes; the
+//! [`BackendExt`] methods encode and decode [`Value`]s on top.
+
+mod dir;
+mod file;
+mod lmdb;
+mod mem;
+mod shm;
+
+use std::fmt::{Debug, Display};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use file::FileBackend;
+pub use lmdb::LmdbBackend;
+pub use mem::MemBackend;
+pub use shm::ShmBackend;
+
+use crate::error::{Error, Result, printable};
+use crate::frame;
+use crate::key::Key;
+use crate::uri::Uri;
+use crate::value::Value;
+
+/// How much a backend holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Number of keys stored.
+    pub keys: u64,
+    /// Bytes of frames stored (excluding the backend's own overhead).
+    pub bytes: u64,
+}
+
+/// Key → frame storage.
+///
+/// Implementations are object-safe and shared between threads. Every method
+/// names its guarantees; callers rely on nothing else.
+pub trait Backend: Debug + Display + Send + Sync + 'static {
+    /// Stores `frame` under `key`, replacing any previous value.
+    ///
+    /// Atomic: a concurrent or later `get` sees the old frame or the new one,
+    /// never a mix. Durable on return when the backend is configured to sync
+    /// (`file://` and `lmdb://` by default). A full tier is [`Error::TierFull`]
+    /// and leaves every stored value intact.
+    fn put(&self, key: &Key, frame: Bytes) -> Result<()>;
+
+    /// Returns the frame stored under `key`, or `None`.
+    ///
+    /// The bytes may borrow storage (an mmap, the LMDB map); they stay valid
+    /// for as long as they (or anything sliced from them) are alive, whatever
+    /// happens to the key afterwards.
+    fn get(&self, key: &Key) -> Result<Option<Bytes>>;
+
+    /// Removes `key`; returns whether it existed. Readers holding its frame keep it.
+    fn delete(&self, key: &Key) -> Result<bool>;
+
+    /// Every key that starts with `prefix` (a plain string prefix), sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<Key>>;
+
+    /// Keys and bytes stored. May scan the whole backend.
+    fn usage(&self) -> Result<Usage>;
+
+    /// Where `key` lives, for error messages (a file path, or the URI).
+    fn location(&self, key: &Key) -> String {
+        let _ = key;
+        self.to_string()
+    }
+}
+
+/// Value-level conveniences for every [`Backend`].
+pub trait BackendExt: Backend {
+    /// Encodes `value` as a frame and stores it under `key`.
+    ///
+    /// ```
+    /// use spillpool::{open, BackendExt, Key, Value};
+    /// let backend = open("mem://").unwrap();
+    /// let key = Key::new("greeting").unwrap();
+    /// backend.put_value(&key, &Value::from(b"hi".to_vec())).unwrap();
+    /// let back = backend.get_value(&key).unwrap().unwrap();
+    /// assert_eq!(back.as_blob().unwrap().as_ref(), b"hi");
+    /// ```
+    fn put_value(&self, key: &Key, value: &Value) -> Result<()> {
+        self.put(key, frame::encode(value)?)
+    }
+
+    /// Reads and decodes the value under `key`, or `None`.
+    ///
+    /// Returns [`Error::Corrupt`] naming the key and its location when the
+    /// stored frame fails a check.
+    fn get_value(&self, key: &Key) -> Result<Option<Value>> {
+        match self.get(key)? {
+            Some(f) => frame::decode(f, key, &self.location(key)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`BackendExt::get_value`], but a missing key is [`Error::NotFound`].
+    fn fetch_value(&self, key: &Key) -> Result<Value> {
+        self.get_value(key)?.ok_or_else(|| Error::NotFound {
+            key: printable(key.as_str()),
+            location: self.to_string(),
+        })
+    }
+}
+
+impl<T: Backend + ?Sized> BackendExt for T {}
+
+/// Opens the backend a URI names.
+///
+/// Returns [`Error::InvalidUri`] for an unknown scheme or parameter.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let backend = spillpool::open(&format!("file://{}", dir.path().display())).unwrap();
+/// assert_eq!(backend.usage().unwrap().keys, 0);
+/// ```
+pub fn open(uri: &str) -> Result<Arc<dyn Backend>> {
+    let parsed = Uri::parse(uri)?;
+    Ok(match parsed.scheme() {
+        "mem" => Arc::new(MemBackend::from_uri(&parsed)?),
+        "file" => Arc::new(FileBackend::from_uri(&parsed)?),
+        "lmdb" => Arc::new(LmdbBackend::from_uri(&parsed)?),
+        "shm" => Arc::new(ShmBackend::from_uri(&parsed)?),
+        other => {
+            return Err(parsed.invalid(format!(
+                "unknown scheme {other:?} (known: mem, file, lmdb, shm)"
+            )));
+        }
+    })
+}

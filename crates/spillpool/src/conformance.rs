@@ -1,0 +1,555 @@
+//! The backend conformance suite: one set of checks that every backend passes.
+//!
+//! Each `check_*` function takes a backend and a key prefix that no other
+//! check uses, so checks can share a backend and run in any order. A failed
+//! check panics with a message naming the backend (these are test helpers).
+//! [`run_all`] runs every check.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Int32Builder, ListBuilder, StringDictionaryBuilder};
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Decimal256Array,
+    Float32Array, Float64Array, Int8Array, Int16Array, Int64Array, LargeStringArray, NullArray,
+    RecordBatch, StringArray, StringViewArray, StructArray, TimestampNanosecondArray, UInt64Array,
+};
+use arrow_buffer::i256;
+use arrow_schema::{DataType, Field};
+use bytes::Bytes;
+
+use crate::backend::{Backend, BackendExt};
+use crate::error::Error;
+use crate::frame;
+use crate::key::Key;
+use crate::value::{Table, Value};
+
+fn key(s: &str) -> Key {
+    Key::new(s).unwrap_or_else(|e| panic!("test key {s:?}: {e}"))
+}
+
+fn ok<T>(b: &dyn Backend, what: &str, r: crate::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{b}: {what}: {e}"))
+}
+
+/// A deterministic byte pattern of `len` bytes, different for each `seed`.
+pub fn pattern(len: usize, seed: u64) -> Bytes {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter(columns).unwrap_or_else(|e| panic!("sample batch: {e}"))
+}
+
+fn one(columns: Vec<(&str, ArrayRef)>) -> Table {
+    Table::from(batch(columns))
+}
+
+/// Tables covering the Arrow types users store, with names for messages.
+pub fn sample_tables() -> Vec<(&'static str, Table)> {
+    let n = 1000;
+    let ints = one(vec![
+        (
+            "i8",
+            Arc::new(Int8Array::from_iter(
+                (0..n).map(|i| (i % 7 != 0).then_some(i as i8)),
+            )),
+        ),
+        (
+            "i16",
+            Arc::new(Int16Array::from_iter_values((0..n).map(|i| i as i16 * 3))),
+        ),
+        (
+            "i64",
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|i| i64::MAX - i as i64),
+            )),
+        ),
+        (
+            "u64",
+            Arc::new(UInt64Array::from_iter(
+                (0..n).map(|i| (i % 3 != 0).then_some(i as u64)),
+            )),
+        ),
+        (
+            "bool",
+            Arc::new(BooleanArray::from_iter(
+                (0..n).map(|i| (i % 5 != 0).then_some(i % 2 == 0)),
+            )),
+        ),
+        ("date", Arc::new(Date32Array::from_iter_values(0..n as i32))),
+    ]);
+    let floats = one(vec![
+        (
+            "f32",
+            Arc::new(Float32Array::from_iter_values(
+                (0..n).map(|i| i as f32 / 7.0),
+            )),
+        ),
+        (
+            "f64",
+            Arc::new(Float64Array::from_iter(
+                (0..n).map(|i| (i % 11 != 0).then_some(-(i as f64) * 1e-3)),
+            )),
+        ),
+    ]);
+    let strings = one(vec![
+        (
+            "utf8",
+            Arc::new(StringArray::from_iter(
+                (0..n).map(|i| (i % 4 != 0).then(|| format!("s{i}-ü"))),
+            )),
+        ),
+        (
+            "large",
+            Arc::new(LargeStringArray::from_iter_values(
+                (0..n).map(|i| "x".repeat(i % 50)),
+            )),
+        ),
+        (
+            "view",
+            Arc::new(StringViewArray::from_iter_values(
+                (0..n).map(|i| format!("a view string longer than twelve bytes {i}")),
+            )),
+        ),
+        (
+            "bin",
+            Arc::new(BinaryArray::from_iter_values(
+                (0..n).map(|i| vec![i as u8; i % 9]),
+            )),
+        ),
+    ]);
+    let nulls = one(vec![("null", Arc::new(NullArray::new(n)))]);
+    let dictionary = {
+        let mut b = StringDictionaryBuilder::<Int32Type>::new();
+        for i in 0..n {
+            if i % 13 == 0 {
+                b.append_null();
+            } else {
+                b.append_value(["alpha", "beta", "delta", "eta"][i % 4]);
+            }
+        }
+        one(vec![("dict", Arc::new(b.finish()))])
+    };
+    let timestamps = one(vec![(
+        "ts",
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values((0..n).map(|i| i as i64 * 1_000_000_007))
+                .with_timezone("Europe/Paris"),
+        ),
+    )]);
+    let decimals = one(vec![
+        (
+            "d128",
+            Arc::new(
+                Decimal128Array::from_iter_values((0..n).map(|i| i as i128 * 10_i128.pow(20) + 7))
+                    .with_precision_and_scale(38, 10)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+        ),
+        (
+            "d256",
+            Arc::new(
+                Decimal256Array::from_iter_values(
+                    (0..n).map(|i| {
+                        i256::from_i128(i as i128 - 500) * i256::from_i128(10_i128.pow(30))
+                    }),
+                )
+                .with_precision_and_scale(76, 20)
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+        ),
+    ]);
+    let lists = {
+        let mut b = ListBuilder::new(Int32Builder::new());
+        for i in 0..n {
+            if i % 10 == 0 {
+                b.append_null();
+            } else {
+                b.values()
+                    .append_slice(&(0..(i % 6) as i32).collect::<Vec<_>>());
+                b.append(true);
+            }
+        }
+        one(vec![("list", Arc::new(b.finish()))])
+    };
+    let structs = {
+        let a: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n as i64));
+        let s: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("{i}")),
+        ));
+        let st = StructArray::from(vec![
+            (Arc::new(Field::new("a", DataType::Int64, false)), a),
+            (Arc::new(Field::new("s", DataType::Utf8, false)), s),
+        ]);
+        one(vec![("struct", Arc::new(st))])
+    };
+    let zero_rows = {
+        let b = batch(vec![("x", Arc::new(Int64Array::from(Vec::<i64>::new())))]);
+        Table::from(b)
+    };
+    let no_batches = Table::empty(zero_rows.schema().clone());
+    let many_batches = {
+        let batches: Vec<RecordBatch> = (0..50)
+            .map(|b| {
+                batch(vec![
+                    (
+                        "k",
+                        Arc::new(Int64Array::from_iter_values(
+                            (0..1000).map(|i| b * 1000 + i),
+                        )),
+                    ),
+                    (
+                        "v",
+                        Arc::new(StringArray::from_iter_values(
+                            (0..1000).map(|i| format!("{b}:{i}")),
+                        )),
+                    ),
+                ])
+            })
+            .collect();
+        let schema = batches[0].schema();
+        Table::try_new(schema, batches).unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Dictionaries that differ between batches: the IPC file format cannot hold them.
+    let changing_dictionaries = {
+        let batches: Vec<RecordBatch> = (0..3)
+            .map(|b| {
+                let mut d = StringDictionaryBuilder::<Int32Type>::new();
+                for i in 0..100 {
+                    d.append_value(format!("batch{b}-{}", i % (b + 2)));
+                }
+                batch(vec![("d", Arc::new(d.finish()))])
+            })
+            .collect();
+        let schema = batches[0].schema();
+        Table::try_new(schema, batches).unwrap_or_else(|e| panic!("{e}"))
+    };
+    vec![
+        ("ints", ints),
+        ("floats", floats),
+        ("strings", strings),
+        ("nulls", nulls),
+        ("dictionary", dictionary),
+        ("timestamps_tz", timestamps),
+        ("decimals", decimals),
+        ("lists", lists),
+        ("structs", structs),
+        ("zero_rows", zero_rows),
+        ("no_batches", no_batches),
+        ("many_batches", many_batches),
+        ("changing_dictionaries", changing_dictionaries),
+    ]
+}
+
+/// Blobs of 0 bytes, 1 byte and 64 MiB come back identical.
+pub fn check_blobs(b: &dyn Backend, prefix: &str) {
+    for (i, len) in [0usize, 1, 4096, 64 << 20].into_iter().enumerate() {
+        let k = key(&format!("{prefix}blob-{len}"));
+        let data = pattern(len, i as u64);
+        ok(b, "put blob", b.put_value(&k, &Value::Blob(data.clone())));
+        let back = ok(b, "get blob", b.fetch_value(&k));
+        assert_eq!(
+            back.as_blob().map(|x| x.len()),
+            Some(len),
+            "{b}: blob of {len} bytes"
+        );
+        assert!(
+            back.as_blob() == Some(&data),
+            "{b}: blob of {len} bytes differs"
+        );
+    }
+}
+
+/// Every sample table comes back equal (schema, metadata and values).
+pub fn check_tables(b: &dyn Backend, prefix: &str) {
+    for (name, table) in sample_tables() {
+        let k = key(&format!("{prefix}{name}"));
+        ok(b, name, b.put_value(&k, &Value::Table(table.clone())));
+        let back = ok(b, name, b.fetch_value(&k));
+        let back = back
+            .as_table()
+            .unwrap_or_else(|| panic!("{b}: {name} came back as a blob"));
+        assert_eq!(back.schema(), table.schema(), "{b}: {name} schema");
+        assert_eq!(back.num_rows(), table.num_rows(), "{b}: {name} rows");
+        let (got, want): (Vec<_>, Vec<_>) = (back.batches().to_vec(), table.batches().to_vec());
+        assert_eq!(got, want, "{b}: {name} values");
+    }
+}
+
+/// A put replaces the previous value; a missing key is `None`/`NotFound`.
+pub fn check_overwrite_and_missing(b: &dyn Backend, prefix: &str) {
+    let k = key(&format!("{prefix}x"));
+    assert!(
+        ok(b, "get missing", b.get(&k)).is_none(),
+        "{b}: missing key found"
+    );
+    match b.fetch_value(&k) {
+        Err(Error::NotFound { key, .. }) => assert_eq!(key, k.as_str()),
+        other => panic!("{b}: fetch of a missing key gave {other:?}"),
+    }
+    ok(b, "put", b.put_value(&k, &Value::from(b"first".to_vec())));
+    ok(
+        b,
+        "put",
+        b.put_value(&k, &Value::from(b"second, longer".to_vec())),
+    );
+    let back = ok(b, "get", b.fetch_value(&k));
+    assert_eq!(
+        back.as_blob().map(|x| x.as_ref()),
+        Some(&b"second, longer"[..]),
+        "{b}"
+    );
+    ok(
+        b,
+        "put table over blob",
+        b.put_value(&k, &Value::Table(sample_tables()[0].1.clone())),
+    );
+    assert!(
+        ok(b, "get", b.fetch_value(&k)).as_table().is_some(),
+        "{b}: kind not replaced"
+    );
+}
+
+/// Delete removes a key, reports whether it existed, and leaves frames already read intact.
+pub fn check_delete(b: &dyn Backend, prefix: &str) {
+    let k = key(&format!("{prefix}gone"));
+    let keep = key(&format!("{prefix}kept"));
+    let data = pattern(100_000, 7);
+    ok(b, "put", b.put_value(&k, &Value::Blob(data.clone())));
+    ok(b, "put", b.put_value(&keep, &Value::from(b"stay".to_vec())));
+    let held = ok(b, "get", b.fetch_value(&k));
+    assert!(
+        ok(b, "delete", b.delete(&k)),
+        "{b}: delete of an existing key said false"
+    );
+    assert!(
+        !ok(b, "delete", b.delete(&k)),
+        "{b}: second delete said true"
+    );
+    assert!(
+        ok(b, "get", b.get(&k)).is_none(),
+        "{b}: deleted key still readable"
+    );
+    assert_eq!(
+        held.as_blob(),
+        Some(&data),
+        "{b}: a value read before delete changed"
+    );
+    assert!(
+        ok(b, "get", b.get(&keep)).is_some(),
+        "{b}: delete removed another key"
+    );
+}
+
+/// `list` returns exactly the keys with the prefix, sorted, including awkward ones.
+pub fn check_list(b: &dyn Backend, prefix: &str) {
+    let long = format!("{prefix}long/{}", "ü".repeat(400)); // > 511 bytes: past LMDB's key limit
+    let names = [
+        format!("{prefix}a/1"),
+        format!("{prefix}a/2"),
+        format!("{prefix}a/sub/3"),
+        format!("{prefix}ab"),
+        format!("{prefix}b"),
+        format!("{prefix}sp ace/%41~x"),
+        format!("{prefix}.dot/x"),
+        long.clone(),
+    ];
+    for n in &names {
+        ok(
+            b,
+            "put",
+            b.put_value(&key(n), &Value::from(n.as_bytes().to_vec())),
+        );
+    }
+    let listed = |p: &str| -> Vec<String> {
+        ok(b, "list", b.list(p))
+            .into_iter()
+            .map(|k| k.to_string())
+            .collect()
+    };
+    let mut all = names.to_vec();
+    all.sort();
+    assert_eq!(listed(prefix), all, "{b}: list of everything");
+    assert_eq!(
+        listed(&format!("{prefix}a")),
+        vec![
+            format!("{prefix}a/1"),
+            format!("{prefix}a/2"),
+            format!("{prefix}a/sub/3"),
+            format!("{prefix}ab")
+        ],
+        "{b}: list by string prefix"
+    );
+    assert_eq!(
+        listed(&format!("{prefix}long/")),
+        vec![long.clone()],
+        "{b}: long key listed"
+    );
+    assert!(
+        listed(&format!("{prefix}zzz")).is_empty(),
+        "{b}: empty prefix match"
+    );
+    let everything = listed("");
+    assert!(
+        all.iter().all(|n| everything.contains(n)),
+        "{b}: list(\"\") misses keys"
+    );
+    assert!(
+        everything.windows(2).all(|w| w[0] < w[1]),
+        "{b}: list(\"\") not sorted"
+    );
+    let back = ok(b, "get long", b.fetch_value(&key(&long)));
+    assert_eq!(
+        back.as_blob().map(|x| x.as_ref()),
+        Some(long.as_bytes()),
+        "{b}: long key value"
+    );
+}
+
+/// `usage` counts keys and exactly the bytes of the frames stored.
+pub fn check_usage(b: &dyn Backend, prefix: &str) {
+    let before = ok(b, "usage", b.usage());
+    let mut bytes = 0u64;
+    for i in 0..5 {
+        let v = Value::Blob(pattern(1000 * (i + 1), i as u64));
+        bytes += ok(b, "encode", frame::encode(&v)).len() as u64;
+        ok(b, "put", b.put_value(&key(&format!("{prefix}{i}")), &v));
+    }
+    let after = ok(b, "usage", b.usage());
+    assert_eq!(after.keys - before.keys, 5, "{b}: usage keys");
+    assert_eq!(after.bytes - before.bytes, bytes, "{b}: usage bytes");
+    for i in 0..5 {
+        ok(b, "delete", b.delete(&key(&format!("{prefix}{i}"))));
+    }
+    assert_eq!(ok(b, "usage", b.usage()), before, "{b}: usage after delete");
+}
+
+/// Many threads put, get and overwrite at once; readers see whole values only.
+pub fn check_threads(b: &dyn Backend, prefix: &str) {
+    let shared = key(&format!("{prefix}shared"));
+    let versions = [pattern(200_000, 1), pattern(300_000, 2)];
+    ok(
+        b,
+        "put",
+        b.put_value(&shared, &Value::Blob(versions[0].clone())),
+    );
+    std::thread::scope(|s| {
+        for t in 0..6u64 {
+            let (shared, versions) = (&shared, &versions);
+            s.spawn(move || {
+                for i in 0..20u64 {
+                    let k = key(&format!("{prefix}t{t}/{i}"));
+                    let v = pattern(1000 + (i as usize) * 100, t * 100 + i);
+                    ok(b, "put", b.put_value(&k, &Value::Blob(v.clone())));
+                    assert_eq!(
+                        ok(b, "get", b.fetch_value(&k)).as_blob(),
+                        Some(&v),
+                        "{b}: thread {t} key {i}"
+                    );
+                    if t % 2 == 0 {
+                        ok(
+                            b,
+                            "overwrite",
+                            b.put_value(shared, &Value::Blob(versions[(i % 2) as usize].clone())),
+                        );
+                    } else {
+                        let seen = ok(b, "get shared", b.fetch_value(shared));
+                        assert!(
+                            versions.iter().any(|v| seen.as_blob() == Some(v)),
+                            "{b}: torn read"
+                        );
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        ok(b, "list", b.list(&format!("{prefix}t"))).len(),
+        120,
+        "{b}: keys written by threads"
+    );
+}
+
+/// A flipped byte or a truncated stored value is `Corrupt` naming the key, never data.
+///
+/// Damaged frames are stored through the backend's own `put`, so the check
+/// exercises each backend's read path on bad bytes.
+pub fn check_corruption(b: &dyn Backend, prefix: &str) {
+    let k = key(&format!("{prefix}victim"));
+    let original = ok(
+        b,
+        "encode",
+        frame::encode(&Value::Table(sample_tables()[2].1.clone())),
+    );
+    let n = original.len();
+    let mut damages: Vec<(String, Bytes)> = Vec::new();
+    for at in [0, 9, 20, 60, 64, 100, n / 2, n - 1] {
+        let mut v = original.to_vec();
+        v[at] ^= 0x01;
+        damages.push((format!("bit flip at {at}"), Bytes::from(v)));
+    }
+    for len in [0, 10, 64, n / 2, n - 1] {
+        damages.push((format!("truncated to {len}"), original.slice(..len)));
+    }
+    let mut longer = original.to_vec();
+    longer.extend_from_slice(b"tail");
+    damages.push(("extended".into(), Bytes::from(longer)));
+    for (what, bad) in damages {
+        ok(b, "put damaged", b.put(&k, bad));
+        match b.get_value(&k) {
+            Err(Error::Corrupt { key, location, .. }) => {
+                assert_eq!(key, k.as_str(), "{b}: {what}: error names another key");
+                assert!(!location.is_empty(), "{b}: {what}: no location");
+            }
+            other => panic!("{b}: {what}: expected Corrupt, got {other:?}"),
+        }
+    }
+    ok(b, "put good", b.put(&k, original));
+    assert!(
+        ok(b, "get good", b.fetch_value(&k)).as_table().is_some(),
+        "{b}: repaired value"
+    );
+}
+
+/// Runs every check, each under its own prefix below `prefix`.
+pub fn run_all(b: &dyn Backend, prefix: &str) {
+    check_blobs(b, &format!("{prefix}blobs/"));
+    check_tables(b, &format!("{prefix}tables/"));
+    check_overwrite_and_missing(b, &format!("{prefix}overwrite/"));
+    check_delete(b, &format!("{prefix}delete/"));
+    check_list(b, &format!("{prefix}list/"));
+    check_usage(b, &format!("{prefix}usage/"));
+    check_threads(b, &format!("{prefix}threads/"));
+    check_corruption(b, &format!("{prefix}corruption/"));
+}
+
+/// The path of the file mapped at `addr` in this process, from `/proc/self/maps`.
+///
+/// Used to prove zero-copy reads: a decoded array's buffer lies inside the
+/// mapping of the stored file (or of the LMDB data file).
+pub fn mapped_file_at(addr: usize) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        let (lo, hi) = parts.next()?.split_once('-')?;
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).ok()?,
+            usize::from_str_radix(hi, 16).ok()?,
+        );
+        if (lo..hi).contains(&addr) {
+            parts.nth(4).map(str::to_string)
+        } else {
+            None
+        }
+    })
+}

@@ -1,0 +1,502 @@
+//! Frames: the self-describing on-storage encoding of one [`Value`].
+//!
+//! A frame is a 64-byte header, an optional filter chain, zero padding up to
+//! a 64-byte boundary, and the payload. The exact byte layout is documented
+//! in `docs/FORMAT.md`; this module is its only reader and writer.
+//!
+//! Frames are built in 64-byte-aligned memory and decoded without copying:
+//! a blob comes back as a slice of the frame's [`Bytes`], a table's arrays
+//! point into the same memory (an mmap'd file, the LMDB map, a shared-memory
+//! segment), which stays alive for as long as any of them does.
+
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_buffer::{Buffer, MutableBuffer};
+use arrow_ipc::reader::{FileDecoder, StreamDecoder, read_footer_length};
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
+use arrow_ipc::{Block, MetadataVersion};
+use bytes::Bytes;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+use crate::error::{Error, Result, printable};
+use crate::key::Key;
+use crate::value::{Table, Value};
+
+/// The first eight bytes of every frame.
+pub const MAGIC: [u8; 8] = *b"SPLPOOL\0";
+/// The format version this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the fixed header, and the alignment of the payload.
+pub const HEADER_LEN: usize = 64;
+/// Alignment of the payload within the frame, in bytes.
+pub const ALIGNMENT: usize = 64;
+
+const CHECKSUM_XXH3_64: u8 = 1;
+
+/// What a frame's payload holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Raw bytes.
+    Blob = 1,
+    /// An Arrow IPC file (footer with a batch index).
+    TableIpcFile = 2,
+    /// An Arrow IPC stream; used when dictionaries change between batches,
+    /// which the IPC file format cannot express.
+    TableIpcStream = 3,
+}
+
+impl TryFrom<u8> for Kind {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            1 => Ok(Kind::Blob),
+            2 => Ok(Kind::TableIpcFile),
+            3 => Ok(Kind::TableIpcStream),
+            other => Err(format!("unknown value kind {other}")),
+        }
+    }
+}
+
+/// The parsed, verified header of a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Format version.
+    pub version: u16,
+    /// Payload kind.
+    pub kind: Kind,
+    /// The filter chain descriptor (empty: no filters).
+    pub filters: Vec<u8>,
+    /// Offset of the payload from the start of the frame (a multiple of 64).
+    pub payload_offset: usize,
+    /// Length of the payload as stored.
+    pub stored_len: usize,
+    /// Length of the payload once the filters are undone.
+    pub raw_len: usize,
+}
+
+/// `MutableBuffer` keeps the 64-byte alignment arrow wants across growth.
+struct AlignedWriter(MutableBuffer);
+
+impl Write for AlignedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Lets `Bytes` own an arrow `Buffer` without copying it.
+struct BufferOwner(Buffer);
+
+impl AsRef<[u8]> for BufferOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// Encodes `value` as a frame in 64-byte-aligned memory.
+///
+/// A blob is copied once (into the frame); a table is serialised once into
+/// Arrow IPC with 64-byte buffer alignment.
+///
+/// ```
+/// use spillpool::{frame, Key, Value};
+/// let key = Key::new("k").unwrap();
+/// let frame = frame::encode(&Value::from(b"hello".to_vec())).unwrap();
+/// assert_eq!(frame.as_ptr() as usize % 64, 0);
+/// let back = frame::decode(frame, &key, "example").unwrap();
+/// assert_eq!(back.as_blob().unwrap().as_ref(), b"hello");
+/// ```
+pub fn encode(value: &Value) -> Result<Bytes> {
+    let (kind, mut out) = match value {
+        Value::Blob(b) => {
+            let mut buf = MutableBuffer::with_capacity(HEADER_LEN + b.len());
+            buf.extend_zeros(HEADER_LEN);
+            buf.extend_from_slice(b.as_ref());
+            (Kind::Blob, buf)
+        }
+        Value::Table(t) => encode_table(t)?,
+    };
+    let stored_len = out.len() - HEADER_LEN;
+    let payload_checksum = xxh3_64(&out.as_slice()[HEADER_LEN..]);
+    let header = header_bytes(
+        kind,
+        &[],
+        HEADER_LEN,
+        stored_len,
+        stored_len,
+        payload_checksum,
+    );
+    out.as_slice_mut()[..HEADER_LEN].copy_from_slice(&header);
+    Ok(Bytes::from_owner(BufferOwner(out.into())))
+}
+
+fn encode_table(table: &Table) -> Result<(Kind, MutableBuffer)> {
+    let options = IpcWriteOptions::try_new(ALIGNMENT, false, MetadataVersion::V5).map_err(|e| {
+        Error::InvalidValue {
+            reason: format!("arrow IPC options: {e}"),
+        }
+    })?;
+    let capacity = HEADER_LEN + table.size() + 4096;
+    let fresh = || {
+        let mut buf = MutableBuffer::with_capacity(capacity);
+        buf.extend_zeros(HEADER_LEN);
+        AlignedWriter(buf)
+    };
+    // The IPC file format (with its batch index) is preferred; it cannot hold a
+    // dictionary that changes between batches, which the stream format can.
+    let file_attempt = (|| {
+        let mut w = FileWriter::try_new_with_options(fresh(), table.schema(), options.clone())?;
+        for batch in table.batches() {
+            w.write(batch)?;
+        }
+        w.finish()?;
+        w.into_inner()
+    })();
+    if let Ok(AlignedWriter(buf)) = file_attempt {
+        return Ok((Kind::TableIpcFile, buf));
+    }
+    let stream_attempt = (|| {
+        let mut w = StreamWriter::try_new_with_options(fresh(), table.schema(), options)?;
+        for batch in table.batches() {
+            w.write(batch)?;
+        }
+        w.finish()?;
+        w.into_inner()
+    })();
+    match stream_attempt {
+        Ok(AlignedWriter(buf)) => Ok((Kind::TableIpcStream, buf)),
+        Err(e) => Err(Error::InvalidValue {
+            reason: format!("table cannot be encoded as Arrow IPC: {e}"),
+        }),
+    }
+}
+
+/// Builds a header. Bytes 56..64 hold a checksum of bytes 0..56 and the filter chain.
+fn header_bytes(
+    kind: Kind,
+    filters: &[u8],
+    payload_offset: usize,
+    stored_len: usize,
+    raw_len: usize,
+    payload_checksum: u64,
+) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[10] = kind as u8;
+    h[11] = CHECKSUM_XXH3_64;
+    h[12..16].copy_from_slice(&(filters.len() as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&(payload_offset as u64).to_le_bytes());
+    h[24..32].copy_from_slice(&(stored_len as u64).to_le_bytes());
+    h[32..40].copy_from_slice(&(raw_len as u64).to_le_bytes());
+    h[40..48].copy_from_slice(&payload_checksum.to_le_bytes());
+    let sum = header_checksum(&h, filters);
+    h[56..64].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
+fn header_checksum(header: &[u8], filters: &[u8]) -> u64 {
+    let mut hasher = Xxh3::new();
+    hasher.update(&header[..56]);
+    hasher.update(filters);
+    hasher.digest()
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Parses and verifies a frame's header and payload checksum.
+///
+/// `key` and `location` only label errors: [`Error::Corrupt`] for a frame that
+/// fails any check, [`Error::UnsupportedVersion`] for one written by a newer format.
+pub fn verify(frame: &[u8], key: &Key, location: &str) -> Result<Header> {
+    let corrupt = |reason: String| Error::Corrupt {
+        key: printable(key.as_str()),
+        location: location.to_string(),
+        reason,
+    };
+    if frame.len() < HEADER_LEN {
+        return Err(corrupt(format!(
+            "truncated: {} bytes, a frame header needs {HEADER_LEN}",
+            frame.len()
+        )));
+    }
+    if frame[0..8] != MAGIC {
+        return Err(corrupt("not a spillpool frame (bad magic)".into()));
+    }
+    let version = u16::from_le_bytes([frame[8], frame[9]]);
+    let filter_len = u32::from_le_bytes([frame[12], frame[13], frame[14], frame[15]]) as usize;
+    let filters_end = HEADER_LEN
+        .checked_add(filter_len)
+        .filter(|&e| e <= frame.len());
+    let header_ok = filters_end
+        .is_some_and(|end| header_checksum(frame, &frame[HEADER_LEN..end]) == le_u64(frame, 56));
+    if version != FORMAT_VERSION {
+        // A flipped bit in the version field is corruption, not a newer format.
+        return Err(if header_ok {
+            Error::UnsupportedVersion {
+                key: printable(key.as_str()),
+                location: location.to_string(),
+                version,
+            }
+        } else {
+            corrupt(format!(
+                "bad header checksum (version field reads {version})"
+            ))
+        });
+    }
+    let Some(filters_end) = filters_end else {
+        return Err(corrupt(format!(
+            "truncated: filter chain of {filter_len} bytes does not fit in {} bytes",
+            frame.len()
+        )));
+    };
+    if !header_ok {
+        return Err(corrupt("bad header checksum".into()));
+    }
+    if frame[11] != CHECKSUM_XXH3_64 {
+        return Err(corrupt(format!("unknown checksum algorithm {}", frame[11])));
+    }
+    let kind = Kind::try_from(frame[10]).map_err(corrupt)?;
+    let payload_offset = le_u64(frame, 16);
+    let stored_len = le_u64(frame, 24);
+    let raw_len = le_u64(frame, 32);
+    if payload_offset % ALIGNMENT as u64 != 0 || payload_offset < filters_end as u64 {
+        return Err(corrupt(format!("bad payload offset {payload_offset}")));
+    }
+    let expected = payload_offset.checked_add(stored_len);
+    if expected != Some(frame.len() as u64) {
+        return Err(corrupt(format!(
+            "truncated or extended: header says {} bytes, found {}",
+            expected.map_or_else(|| "an impossible number of".to_string(), |e| e.to_string()),
+            frame.len()
+        )));
+    }
+    let (payload_offset, stored_len) = (payload_offset as usize, stored_len as usize);
+    if xxh3_64(&frame[payload_offset..]) != le_u64(frame, 40) {
+        return Err(corrupt("payload checksum mismatch".into()));
+    }
+    let filters = frame[HEADER_LEN..filters_end].to_vec();
+    if filters.is_empty() && raw_len != stored_len as u64 {
+        return Err(corrupt(format!(
+            "raw length {raw_len} differs from stored length {stored_len} without filters"
+        )));
+    }
+    Ok(Header {
+        version,
+        kind,
+        filters,
+        payload_offset,
+        stored_len,
+        raw_len: usize::try_from(raw_len).map_err(|_| corrupt("raw length too large".into()))?,
+    })
+}
+
+/// Verifies and decodes a frame, borrowing its memory for the result.
+///
+/// Returns [`Error::Corrupt`] (naming `key` and `location`) for a frame that
+/// fails a check or whose payload does not decode, and
+/// [`Error::UnsupportedVersion`] for a newer format.
+pub fn decode(frame: Bytes, key: &Key, location: &str) -> Result<Value> {
+    let header = verify(&frame, key, location)?;
+    let corrupt = |reason: String| Error::Corrupt {
+        key: printable(key.as_str()),
+        location: location.to_string(),
+        reason,
+    };
+    if !header.filters.is_empty() {
+        return Err(corrupt(format!(
+            "filter chain of {} bytes is not understood by this build",
+            header.filters.len()
+        )));
+    }
+    let payload = frame.slice(header.payload_offset..);
+    if header.kind == Kind::Blob {
+        return Ok(Value::Blob(payload));
+    }
+    let buffer = Buffer::from(payload);
+    // arrow's decoders validate what they read, but a crafted payload with a
+    // valid checksum must still never unwind into the caller.
+    let decoded = catch_unwind(AssertUnwindSafe(|| match header.kind {
+        Kind::TableIpcStream => decode_ipc_stream(buffer),
+        _ => decode_ipc_file(&buffer),
+    }));
+    match decoded {
+        Ok(Ok(table)) => Ok(Value::Table(table)),
+        Ok(Err(reason)) => Err(corrupt(format!("Arrow IPC payload: {reason}"))),
+        Err(_) => Err(corrupt("Arrow IPC payload made the decoder panic".into())),
+    }
+}
+
+fn block_range(block: &Block, len: usize) -> Result<(usize, usize), String> {
+    let offset = usize::try_from(block.offset()).map_err(|_| "negative block offset")?;
+    let meta = usize::try_from(block.metaDataLength()).map_err(|_| "negative metadata length")?;
+    let body = usize::try_from(block.bodyLength()).map_err(|_| "negative body length")?;
+    let size = meta.checked_add(body).ok_or("block length overflows")?;
+    match offset.checked_add(size) {
+        Some(end) if end <= len => Ok((offset, size)),
+        _ => Err(format!(
+            "block at {offset}+{size} lies outside the {len}-byte payload"
+        )),
+    }
+}
+
+/// Decodes an Arrow IPC file held in `buf` without copying its buffers.
+pub(crate) fn decode_ipc_file(buf: &Buffer) -> Result<Table, String> {
+    let n = buf.len();
+    if n < 10 {
+        return Err(format!("{n} bytes is too short for an Arrow IPC file"));
+    }
+    let mut trailer = [0u8; 10];
+    trailer.copy_from_slice(&buf[n - 10..]);
+    let footer_len = read_footer_length(trailer).map_err(|e| e.to_string())?;
+    let footer_start = (n - 10)
+        .checked_sub(footer_len)
+        .ok_or_else(|| format!("footer of {footer_len} bytes exceeds the payload"))?;
+    let footer = arrow_ipc::root_as_footer(&buf[footer_start..n - 10])
+        .map_err(|e| format!("footer: {e}"))?;
+    let fb_schema = footer.schema().ok_or("footer has no schema")?;
+    let schema = Arc::new(arrow_ipc::convert::fb_to_schema(fb_schema));
+    let mut decoder = FileDecoder::new(Arc::clone(&schema), footer.version());
+    for block in footer.dictionaries().iter().flatten() {
+        let (offset, len) = block_range(block, n)?;
+        decoder
+            .read_dictionary(block, &buf.slice_with_length(offset, len))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    for block in footer.recordBatches().iter().flatten() {
+        let (offset, len) = block_range(block, n)?;
+        if let Some(batch) = decoder
+            .read_record_batch(block, &buf.slice_with_length(offset, len))
+            .map_err(|e| e.to_string())?
+        {
+            batches.push(batch);
+        }
+    }
+    Table::try_new(schema, batches).map_err(|e| e.to_string())
+}
+
+fn decode_ipc_stream(mut buf: Buffer) -> Result<Table, String> {
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::new();
+    while !buf.is_empty() {
+        let before = buf.len();
+        match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            Some(batch) => batches.push(batch),
+            None if buf.len() == before => return Err("stream decoder made no progress".into()),
+            None => {}
+        }
+    }
+    decoder.finish().map_err(|e| e.to_string())?;
+    let schema = decoder.schema().ok_or("stream has no schema")?;
+    Table::try_new(schema, batches).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int32Array, StringArray};
+
+    fn key() -> Key {
+        Key::new("t/k").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn table() -> Table {
+        let batch = RecordBatch::try_from_iter([
+            ("i", Arc::new(Int32Array::from(vec![1, 2, 3])) as ArrayRef),
+            (
+                "s",
+                Arc::new(StringArray::from(vec!["a", "bb", "ccc"])) as ArrayRef,
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        Table::from(batch)
+    }
+
+    #[test]
+    fn round_trips_and_aligns() {
+        for value in [
+            Value::from(vec![7u8; 1000]),
+            Value::from(Vec::new()),
+            Value::Table(table()),
+        ] {
+            let frame = encode(&value).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(frame.as_ptr() as usize % ALIGNMENT, 0);
+            let header = verify(&frame, &key(), "test").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(header.payload_offset % ALIGNMENT, 0);
+            let back = decode(frame, &key(), "test").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, value);
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_an_error() {
+        let frame = encode(&Value::Table(table())).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..frame.len() {
+            let mut bad = frame.to_vec();
+            bad[i] ^= 0x20;
+            match decode(Bytes::from(bad), &key(), "loc") {
+                Err(Error::Corrupt { key, location, .. }) => {
+                    assert_eq!((key.as_str(), location.as_str()), ("t/k", "loc"));
+                }
+                other => panic!("byte {i}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let frame = encode(&Value::from(vec![1u8; 300])).unwrap_or_else(|e| panic!("{e}"));
+        for len in 0..frame.len() {
+            assert!(matches!(
+                decode(frame.slice(..len), &key(), "loc"),
+                Err(Error::Corrupt { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn newer_version_is_reported_as_such() {
+        let frame = encode(&Value::from(vec![1u8; 10])).unwrap_or_else(|e| panic!("{e}"));
+        let mut v = frame.to_vec();
+        v[8..10].copy_from_slice(&2u16.to_le_bytes());
+        let sum = header_checksum(&v, &[]);
+        v[56..64].copy_from_slice(&sum.to_le_bytes());
+        assert!(matches!(
+            decode(Bytes::from(v), &key(), "loc"),
+            Err(Error::UnsupportedVersion { version: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn valid_checksum_over_garbage_payload_is_corrupt_not_panic() {
+        // A frame whose checksums are right but whose IPC payload is nonsense.
+        let mut buf = vec![0u8; HEADER_LEN];
+        buf.extend_from_slice(b"ARROW1\0\0garbage garbage garbage\xff\xff\xff\x7fARROW1");
+        let stored = buf.len() - HEADER_LEN;
+        let h = header_bytes(
+            Kind::TableIpcFile,
+            &[],
+            HEADER_LEN,
+            stored,
+            stored,
+            xxh3_64(&buf[HEADER_LEN..]),
+        );
+        buf[..HEADER_LEN].copy_from_slice(&h);
+        assert!(matches!(
+            decode(Bytes::from(buf), &key(), "loc"),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

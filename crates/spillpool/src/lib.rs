@@ -1,0 +1,52 @@
+//! # spillpool
+//!
+//! A storage layer for the intermediate data of data engines: values (byte
+//! blobs and Apache Arrow tables) stored under validated [`Key`]s in
+//! pluggable [`Backend`]s, encoded as self-describing, checksummed
+//! [`frame`]s, and read back without copying wherever the storage allows.
+//!
+//! | layer | module | holds |
+//! |---|---|---|
+//! | values | [`Value`], [`Table`] | byte blobs and Arrow tables |
+//! | frames | [`frame`] | the on-storage encoding: header, checksums, 64-byte-aligned payload |
+//! | backends | [`Backend`], [`open`] | `mem://`, `file://`, `lmdb://`, `shm://` |
+//!
+//! ```
+//! use spillpool::{open, BackendExt, Key, Value};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = open(&format!("lmdb://{}", dir.path().display())).unwrap();
+//! let key = Key::new("results/step-1").unwrap();
+//! store.put_value(&key, &Value::from(vec![42u8; 1 << 20])).unwrap();
+//! let value = store.fetch_value(&key).unwrap();
+//! assert_eq!(value.size(), 1 << 20);
+//! assert_eq!(store.list("results/").unwrap(), vec![key]);
+//! ```
+//!
+//! What it is not (yet): the memory-bounded spilling pool, filters, the named
+//! store and the network server are built on this foundation in later releases.
+//!
+//! Cargo features: `parquet` (read and write Parquet files, see [`formats`]),
+//! `conformance` (the backend test suite, for other crates' tests).
+
+#![warn(missing_docs)]
+
+pub mod backend;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+mod error;
+pub mod formats;
+pub mod frame;
+mod key;
+mod size;
+mod uri;
+mod value;
+
+pub use backend::{
+    Backend, BackendExt, FileBackend, LmdbBackend, MemBackend, ShmBackend, Usage, open,
+};
+pub use error::{Error, Result};
+pub use key::{Key, MAX_KEY_LEN};
+pub use size::{format_size, parse_size};
+pub use uri::Uri;
+pub use value::{Table, Value};
