@@ -1,7 +1,10 @@
 //! `spillpool`: the command-line tool, a thin layer over the library.
 
+mod bench;
 mod demo;
+mod demo_backends;
 mod kv;
+mod rss;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
@@ -21,15 +24,37 @@ enum Command {
     /// Put, get, list and remove values in a backend named by URI
     /// (mem://, file:///DIR, lmdb:///DIR, shm://NAME).
     Kv(kv::KvArgs),
-    /// Store and read back generated blobs and tables on every backend, verifying each.
+    /// The main job: a memory-bounded pool works through more data than fits
+    /// (spilling to disk), then verifies every value. `demo backends` tours the backends.
     Demo(demo::DemoArgs),
+    /// Benchmarks, each beside the machine's own limits measured in the same run.
+    Bench(bench::BenchArgs),
+}
+
+/// Makes glibc return large freed buffers to the OS at once.
+///
+/// glibc raises its mmap threshold (up to 32 MiB) after the first large
+/// free, so evicted multi-MiB values would stay on its heap and resident
+/// memory would stay at its peak long after the pool released them. A fixed
+/// threshold (what `MALLOC_MMAP_THRESHOLD_=131072` does) keeps resident
+/// memory close to what the pool actually holds.
+fn return_freed_memory_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    return_freed_memory_to_the_os();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Kv(args) => kv::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

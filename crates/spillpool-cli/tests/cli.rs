@@ -369,6 +369,7 @@ fn demo_runs_and_verifies() {
     let dir = tmp();
     let out = ok(&[
         "demo",
+        "backends",
         "--data",
         "8MiB",
         "--value-size",
@@ -381,5 +382,132 @@ fn demo_runs_and_verifies() {
     assert!(last.starts_with("verified 32 values"), "{text}");
     for scheme in ["mem://", "file://", "lmdb://", "shm://"] {
         assert!(text.contains(scheme), "{scheme} missing from {text}");
+    }
+}
+
+/// Parses `verified N values, X GiB, peak RSS Y MiB` (the demo's last line).
+fn demo_summary(out: &[u8]) -> (u64, u64) {
+    let text = String::from_utf8_lossy(out);
+    let last = text.lines().last().unwrap_or_default().to_string();
+    let words: Vec<&str> = last.split_whitespace().collect();
+    assert!(
+        last.starts_with("verified ") && last.ends_with(" MiB"),
+        "last line: {last:?}\n{text}"
+    );
+    let n = words
+        .get(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{last}"));
+    let rss = words
+        .get(words.len() - 2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{last}"));
+    (n, rss)
+}
+
+#[test]
+fn pool_demo_verifies_everything_within_the_memory_bound() {
+    let dir = tmp();
+    let spill = dir.path().join("spill");
+    let args = |data: &str| -> Vec<String> {
+        [
+            "demo",
+            "--memory-limit",
+            "16MiB",
+            "--value-size",
+            "1MiB",
+            "--data",
+            data,
+            "--spill-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([spill.display().to_string()])
+        .collect()
+    };
+    // The baseline: the same binary and code path with data that never spills.
+    let base = Command::new(BIN)
+        .args(args("4MiB"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        base.status.success(),
+        "{}",
+        String::from_utf8_lossy(&base.stderr)
+    );
+    let (_, base_rss) = demo_summary(&base.stdout);
+    let big = Command::new(BIN)
+        .args(args("160MiB"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        big.status.success(),
+        "{}",
+        String::from_utf8_lossy(&big.stderr)
+    );
+    let (n, rss) = demo_summary(&big.stdout);
+    assert_eq!(n, 160);
+    let text = String::from_utf8_lossy(&big.stdout);
+    assert!(
+        text.contains("spilled") && !text.contains("spilled  0 values"),
+        "{text}"
+    );
+    // Bound + 10 % + baseline (MiB, rounded up).
+    assert!(
+        rss <= base_rss + 18,
+        "peak RSS {rss} MiB, baseline {base_rss} MiB, bound 16 MiB\n{text}"
+    );
+    assert!(
+        !spill.join(spillpool::pool::LOCK_FILE).exists(),
+        "spill lock left behind"
+    );
+}
+
+#[test]
+fn pool_demo_rejects_bad_flags_clearly() {
+    let err = fails(&["demo", "--memory-limit", "lots"]);
+    assert!(
+        err.contains("--memory-limit") && err.contains("lots"),
+        "{err}"
+    );
+    let err = fails(&["demo", "--policy", "fifo"]);
+    assert!(err.contains("fifo"), "{err}");
+}
+
+#[test]
+fn pool_bench_runs_and_writes_csv() {
+    let dir = tmp();
+    let csv = dir.path().join("pool.csv");
+    let out = ok(&[
+        "bench",
+        "pool",
+        "--memory-limit",
+        "4MiB",
+        "--data",
+        "16MiB",
+        "--value-size",
+        "1MiB",
+        "--repeats",
+        "2",
+        "--dir",
+        dir.path().to_str().unwrap_or_default(),
+        "--out",
+        csv.to_str().unwrap_or_default(),
+    ]);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("ratios"), "{text}");
+    let rows = std::fs::read_to_string(&csv).unwrap_or_else(|e| panic!("{e}"));
+    let mut lines = rows.lines();
+    assert_eq!(
+        lines.next(),
+        Some("suite,storage,op,bytes,repeat,seconds,mb_per_s")
+    );
+    let body: Vec<&str> = lines.collect();
+    assert_eq!(body.len(), 2 * 5, "{rows}");
+    for line in body {
+        let cols: Vec<&str> = line.split(',').collect();
+        assert_eq!(cols.len(), 7, "{line}");
+        assert_eq!(cols[3], (16u64 << 20).to_string());
+        assert!(cols[6].parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
     }
 }

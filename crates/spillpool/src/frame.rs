@@ -271,7 +271,7 @@ pub fn verify(frame: &[u8], key: &Key, location: &str) -> Result<Header> {
     let payload_offset = le_u64(frame, 16);
     let stored_len = le_u64(frame, 24);
     let raw_len = le_u64(frame, 32);
-    if payload_offset % ALIGNMENT as u64 != 0 || payload_offset < filters_end as u64 {
+    if !payload_offset.is_multiple_of(ALIGNMENT as u64) || payload_offset < filters_end as u64 {
         return Err(corrupt(format!("bad payload offset {payload_offset}")));
     }
     let expected = payload_offset.checked_add(stored_len);

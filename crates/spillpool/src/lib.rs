@@ -38,6 +38,7 @@ mod error;
 pub mod formats;
 pub mod frame;
 mod key;
+pub mod pool;
 mod size;
 mod uri;
 mod value;
@@ -47,6 +48,7 @@ pub use backend::{
 };
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_LEN};
+pub use pool::{Guard, Pool, PoolBuilder, Ref, Stats};
 pub use size::{format_size, parse_size};
 pub use uri::Uri;
 pub use value::{Table, Value};

@@ -10,7 +10,7 @@
 //! Backends store *frames* (see [`crate::frame`]) as opaque bytes; the
 //! [`BackendExt`] methods encode and decode [`Value`]s on top.
 
-mod dir;
+pub(crate) mod dir;
 mod file;
 mod lmdb;
 mod mem;

@@ -1,0 +1,252 @@
+//! `spillpool bench …`: throughput measured beside the machine's own limits, in one run.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use spillpool::pool::Pool;
+use spillpool::{Value, format_size, parse_size};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Subcommand, Debug)]
+enum Suite {
+    /// Put a working set several times the memory bound, then get it all back
+    /// (in order and at random), beside raw file write and read of the same bytes.
+    Pool(PoolBench),
+}
+
+#[derive(Args, Debug)]
+struct PoolBench {
+    /// The pool's memory bound.
+    #[arg(long, default_value = "512MiB")]
+    memory_limit: String,
+    /// Working set (several times the bound).
+    #[arg(long, default_value = "4GiB")]
+    data: String,
+    /// Size of each value.
+    #[arg(long, default_value = "8MiB")]
+    value_size: String,
+    /// Repeats of every measurement (min / median / max are reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Directory for spill files and raw files (default: the system temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Also write every measurement here as CSV.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// One timed operation over `bytes`.
+struct Sample {
+    storage: &'static str,
+    op: &'static str,
+    bytes: u64,
+    repeat: usize,
+    seconds: f64,
+}
+
+impl Sample {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds
+    }
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.suite {
+        Suite::Pool(a) => bench_pool(a),
+    }
+}
+
+/// Distinct values without generating gigabytes: slices of one random block.
+fn values(count: usize, size: usize) -> Vec<Bytes> {
+    let block_len = (64 << 20).max(size * 2);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut block = Vec::with_capacity(block_len + 8);
+    while block.len() < block_len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        block.extend_from_slice(&state.to_le_bytes());
+    }
+    let block = Bytes::from(block);
+    (0..count)
+        .map(|i| {
+            let offset = (i * 4099 * 8) % (block_len - size);
+            block.slice(offset..offset + size)
+        })
+        .collect()
+}
+
+fn shuffled(count: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..count).collect();
+    let mut state = seed | 1;
+    for i in (1..count).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+fn raw_write(dir: &Path, values: &[Bytes]) -> Result<f64> {
+    let start = Instant::now();
+    for (i, v) in values.iter().enumerate() {
+        let path = dir.join(format!("raw-{i}"));
+        File::create(&path)
+            .and_then(|mut f| f.write_all(v))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn raw_read(dir: &Path, count: usize, size: usize) -> Result<f64> {
+    let mut buf = vec![0u8; size];
+    let start = Instant::now();
+    for i in 0..count {
+        let path = dir.join(format!("raw-{i}"));
+        File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut buf))
+            .with_context(|| format!("read {}", path.display()))?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn bench_pool(a: PoolBench) -> Result<()> {
+    let memory_limit = parse_size(&a.memory_limit, "--memory-limit")?;
+    let data = parse_size(&a.data, "--data")?;
+    let size = parse_size(&a.value_size, "--value-size")?.max(1) as usize;
+    let count = (data as usize).div_ceil(size).max(1);
+    let bytes = (count * size) as u64;
+    let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::Builder::new()
+        .prefix("spillpool-bench-")
+        .tempdir_in(&base)?;
+    let vals = values(count, size);
+    println!(
+        "bench pool: {count} values of {} ({}) through a {} memory bound, {} repeats, in {}",
+        format_size(size as u64),
+        format_size(bytes),
+        format_size(memory_limit),
+        a.repeats,
+        base.display()
+    );
+    let mut samples: Vec<Sample> = Vec::new();
+    // One untimed round first: the VM hands back idle memory, so touch it before timing.
+    for repeat in 0..=a.repeats {
+        let timed = repeat > 0;
+        let raw_dir = work.path().join(format!("raw-{repeat}"));
+        std::fs::create_dir_all(&raw_dir)?;
+        let w = raw_write(&raw_dir, &vals)?;
+        let r = raw_read(&raw_dir, count, size)?;
+        std::fs::remove_dir_all(&raw_dir)?;
+
+        let spill = work.path().join(format!("spill-{repeat}"));
+        let pool = Pool::builder()
+            .memory_limit(memory_limit)
+            .spill_dirs([&spill])
+            .build()?;
+        let start = Instant::now();
+        let refs: Vec<_> = vals
+            .iter()
+            .map(|v| pool.put(Value::Blob(v.clone())))
+            .collect::<spillpool::Result<_>>()?;
+        let put = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for r in &refs {
+            pool.get(r)?;
+        }
+        let get_seq = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for i in shuffled(count, repeat as u64 + 1) {
+            pool.get(&refs[i])?;
+        }
+        let get_rand = start.elapsed().as_secs_f64();
+        drop(refs);
+        drop(pool);
+        if timed {
+            for (storage, op, seconds) in [
+                ("hw-disk", "write", w),
+                ("hw-disk", "read", r),
+                ("pool", "put", put),
+                ("pool", "get-seq", get_seq),
+                ("pool", "get-random", get_rand),
+            ] {
+                samples.push(Sample {
+                    storage,
+                    op,
+                    bytes,
+                    repeat,
+                    seconds,
+                });
+            }
+        }
+    }
+    report(&samples, "pool", a.out.as_deref())?;
+    let median = |storage: &str, op: &str| {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.storage == storage && s.op == op)
+            .map(Sample::mb_per_s)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    println!(
+        "ratios (medians): put/raw write {:.2}, get-seq/raw read {:.2}, get-random/raw read {:.2}",
+        median("pool", "put") / median("hw-disk", "write"),
+        median("pool", "get-seq") / median("hw-disk", "read"),
+        median("pool", "get-random") / median("hw-disk", "read"),
+    );
+    Ok(())
+}
+
+/// Prints min / median / max per (storage, op) and writes every sample as CSV.
+fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Result<()> {
+    println!(
+        "{:<10} {:<11} {:>10} {:>10} {:>10}",
+        "storage", "op", "min MB/s", "median", "max"
+    );
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for s in samples {
+        if !keys.contains(&(s.storage, s.op)) {
+            keys.push((s.storage, s.op));
+        }
+    }
+    for (storage, op) in keys {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.storage == storage && s.op == op)
+            .map(Sample::mb_per_s)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let (min, med, max) = (v[0], v[v.len() / 2], v[v.len() - 1]);
+        println!("{storage:<10} {op:<11} {min:>10.0} {med:>10.0} {max:>10.0}");
+    }
+    if let Some(path) = out {
+        let mut csv = String::from("suite,storage,op,bytes,repeat,seconds,mb_per_s\n");
+        for s in samples {
+            csv.push_str(&format!(
+                "{suite},{},{},{},{},{:.6},{:.1}\n",
+                s.storage,
+                s.op,
+                s.bytes,
+                s.repeat,
+                s.seconds,
+                s.mb_per_s()
+            ));
+        }
+        std::fs::write(path, csv).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}

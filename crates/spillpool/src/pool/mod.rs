@@ -1,0 +1,741 @@
+//! The pool: values in memory under a bound, the coldest spilled to a disk tier.
+//!
+//! [`Pool::put`] stores a value and returns a [`Ref`]; [`Pool::get`] returns
+//! a [`Guard`] that shares the value (no copy) and pins it in memory while it
+//! lives. When resident values exceed the high watermark a background thread
+//! writes the coldest unpinned ones (by the [`EvictionPolicy`]) to the disk
+//! tier until they are below the low watermark; at the hard bound `put`
+//! evicts on its own thread (back-pressure) rather than exceed it. A value
+//! larger than the bound goes straight to disk. A value read back from disk
+//! is mapped, not copied, and keeps its disk copy, so evicting it again costs
+//! no write.
+//!
+//! ```
+//! use spillpool::pool::Pool;
+//! use spillpool::Value;
+//!
+//! let pool = Pool::builder().memory_limit(8 << 20).build().unwrap();
+//! let refs: Vec<_> = (0..16u8)
+//!     .map(|i| pool.put(Value::from(vec![i; 1 << 20])).unwrap())
+//!     .collect();
+//! assert!(pool.stats().memory_used <= 8 << 20);       // the bound holds…
+//! let v = pool.get(&refs[0]).unwrap();                  // …and everything is still there
+//! assert_eq!(v.as_blob().unwrap()[0], 0);
+//! ```
+
+mod config;
+mod disk;
+mod policy;
+mod stats;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+pub use config::{DEFAULT_MEMORY_LIMIT, PoolBuilder};
+pub use disk::LOCK_FILE;
+pub use policy::{Candidate, EvictionPolicy, Lru, Mru, by_name as policy_by_name};
+pub use stats::Stats;
+
+use crate::error::{Error, Result};
+use crate::frame;
+use crate::value::Value;
+use disk::DiskTier;
+use stats::Counters;
+
+const SHARDS: usize = 64;
+
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Which tiers hold a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Only in memory.
+    Memory,
+    /// Only on disk.
+    Disk,
+    /// In memory, with a clean copy on disk.
+    Both,
+}
+
+/// A handle to a value in a [`Pool`]. Cheap to clone.
+///
+/// When the last clone is dropped the value is freed from memory and disk,
+/// unless it was retained ([`Pool::retain`]). A `Ref` used with another pool
+/// than its own, or after [`Pool::delete`], gives an error, never another value.
+#[derive(Clone)]
+pub struct Ref(Arc<RefInner>);
+
+struct RefInner {
+    id: u64,
+    pool_id: u64,
+    size: u64,
+    is_table: bool,
+    pool: Weak<Inner>,
+}
+
+impl Drop for RefInner {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.release(self.id);
+        }
+    }
+}
+
+impl Ref {
+    /// The value's id within its pool.
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+    /// Bytes the value holds in memory.
+    pub fn size(&self) -> u64 {
+        self.0.size
+    }
+    /// Whether the value is a table (otherwise a blob).
+    pub fn is_table(&self) -> bool {
+        self.0.is_table
+    }
+}
+
+impl fmt::Debug for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ref")
+            .field("pool", &self.0.pool_id)
+            .field("id", &self.0.id)
+            .field("size", &self.0.size)
+            .finish()
+    }
+}
+
+/// A value returned by [`Pool::get`], pinned in memory while the guard lives.
+///
+/// Dereferences to [`Value`]; cloning the value out is cheap (buffers are shared).
+pub struct Guard {
+    value: Arc<Value>,
+    entry: Option<Arc<Entry>>,
+}
+
+impl Deref for Guard {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(entry) = &self.entry {
+            entry.pins.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard").field("value", &self.value).finish()
+    }
+}
+
+/// Where a retained value's disk copy lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retained {
+    /// The disk tier's backend URI.
+    pub backend: String,
+    /// The key of the copy in that backend.
+    pub key: crate::Key,
+}
+
+struct Entry {
+    id: u64,
+    size: u64,
+    last_access: AtomicU64,
+    /// Guards alive; incremented under `state`, decremented without it.
+    pins: AtomicU32,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    resident: Option<Arc<Value>>,
+    /// Bytes of the disk copy, if there is one.
+    on_disk: Option<u64>,
+    retained: bool,
+    released: bool,
+}
+
+struct Inner {
+    id: u64,
+    memory_limit: u64,
+    high: u64,
+    low: u64,
+    shards: Vec<Mutex<HashMap<u64, Arc<Entry>>>>,
+    next_id: AtomicU64,
+    clock: AtomicU64,
+    memory_used: AtomicU64,
+    disk: DiskTier,
+    policy: Box<dyn EvictionPolicy>,
+    counters: Counters,
+    /// One evictor at a time; `put` at the hard bound queues here (back-pressure).
+    evict_lock: Mutex<()>,
+    spiller: Arc<Signal>,
+}
+
+#[derive(Default)]
+struct Signal {
+    wake: Mutex<bool>,
+    cond: Condvar,
+    shutdown: AtomicBool,
+}
+
+/// A memory-bounded object pool that spills to a disk tier. See the [module docs](self).
+pub struct Pool {
+    inner: Arc<Inner>,
+    spiller: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("memory_limit", &self.inner.memory_limit)
+            .field("disk", &self.inner.disk.uri())
+            .field("policy", &self.inner.policy.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A builder with the defaults (1 GiB memory, unbounded disk, LRU, temporary spill directory).
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// A pool configured from the defaults and the `SPILLPOOL_*` environment
+    /// variables (see [`PoolBuilder::from_env`]).
+    pub fn from_env() -> Result<Pool> {
+        PoolBuilder::default().from_env()?.build()
+    }
+
+    fn start(b: PoolBuilder) -> Result<Pool> {
+        let disk = DiskTier::open(b.spill_dirs, b.disk_backend, b.disk_limit)?;
+        let limit = b.memory_limit;
+        let inner = Arc::new(Inner {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            memory_limit: limit,
+            high: (limit as f64 * b.high_watermark) as u64,
+            low: (limit as f64 * b.low_watermark) as u64,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+            clock: AtomicU64::new(1),
+            memory_used: AtomicU64::new(0),
+            disk,
+            policy: b.policy,
+            counters: Counters::default(),
+            evict_lock: Mutex::new(()),
+            spiller: Arc::default(),
+        });
+        let spiller = if b.background_spill {
+            let weak = Arc::downgrade(&inner);
+            let signal = Arc::clone(&inner.spiller);
+            let handle = std::thread::Builder::new()
+                .name("spillpool-spiller".into())
+                .spawn(move || spill_loop(weak, signal))
+                .map_err(|e| Error::io("start spiller thread", PathBuf::new(), e))?;
+            Some(handle)
+        } else {
+            None
+        };
+        Ok(Pool { inner, spiller })
+    }
+
+    /// Stores `value` and returns its handle.
+    ///
+    /// The value is kept in memory if it fits under the bound (evicting colder
+    /// values first if needed, on this thread); a value larger than the bound,
+    /// or one that cannot fit because everything else is pinned, goes straight
+    /// to disk. Returns [`Error::TierFull`] naming the disk tier and its bound
+    /// when neither tier has room; every value stored before stays readable.
+    pub fn put(&self, value: impl Into<Value>) -> Result<Ref> {
+        let value: Value = value.into();
+        let inner = &self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let size = value.size() as u64;
+        let is_table = value.as_table().is_some();
+        let entry = Arc::new(Entry {
+            id,
+            size,
+            last_access: AtomicU64::new(inner.tick()),
+            pins: AtomicU32::new(0),
+            state: Mutex::new(State::default()),
+        });
+        {
+            let mut st = entry.state.lock();
+            if size <= inner.memory_limit && inner.reserve(size)? {
+                st.resident = Some(Arc::new(value));
+                Counters::add(&inner.counters.entries_in_memory, 1);
+            } else {
+                let len = inner.spill_write(id, &value)?;
+                st.on_disk = Some(len);
+            }
+        }
+        inner.shard(id).lock().insert(id, entry);
+        Counters::add(&inner.counters.entries, 1);
+        Ok(Ref(Arc::new(RefInner {
+            id,
+            pool_id: inner.id,
+            size,
+            is_table,
+            pool: Arc::downgrade(inner),
+        })))
+    }
+
+    /// Returns the value, from memory or read back from disk (mapped, not copied).
+    ///
+    /// The value becomes the most recently used, and stays in memory at
+    /// least as long as the returned [`Guard`]. A value read back keeps its
+    /// disk copy. Returns [`Error::NotFound`] for a deleted value or a `Ref`
+    /// of another pool, and [`Error::Corrupt`] if the disk copy is damaged.
+    pub fn get(&self, r: &Ref) -> Result<Guard> {
+        let inner = &self.inner;
+        let entry = inner.entry(r)?;
+        entry.last_access.store(inner.tick(), Ordering::Relaxed);
+        let mut st = inner.lock_live(r, &entry)?;
+        if let Some(value) = &st.resident {
+            entry.pins.fetch_add(1, Ordering::AcqRel);
+            Counters::add(&inner.counters.hits, 1);
+            return Ok(Guard {
+                value: Arc::clone(value),
+                entry: Some(Arc::clone(&entry)),
+            });
+        }
+        Counters::add(&inner.counters.misses, 1);
+        // Restored while holding this entry's lock: concurrent gets of one
+        // value read it once. Evictors only try-lock entries, so no deadlock.
+        let start = Instant::now();
+        let frame = inner.disk.read(entry.id)?;
+        let len = frame.len() as u64;
+        let value = Arc::new(frame::decode(
+            frame,
+            &inner.disk.key(entry.id),
+            &inner.disk.location(entry.id),
+        )?);
+        Counters::add(&inner.counters.restores, 1);
+        Counters::add(&inner.counters.bytes_read, len);
+        Counters::add(
+            &inner.counters.restore_nanos,
+            start.elapsed().as_nanos() as u64,
+        );
+        // No room (all pinned, or the disk tier is too full to spill others):
+        // the caller still gets the value, mapped, just not cached.
+        if entry.size <= inner.memory_limit && inner.reserve(entry.size).unwrap_or(false) {
+            st.resident = Some(Arc::clone(&value));
+            Counters::add(&inner.counters.entries_in_memory, 1);
+            entry.pins.fetch_add(1, Ordering::AcqRel);
+            Ok(Guard {
+                value,
+                entry: Some(Arc::clone(&entry)),
+            })
+        } else {
+            Ok(Guard { value, entry: None })
+        }
+    }
+
+    /// Frees the value now, from memory and disk (a retained disk copy is kept).
+    /// Every clone of `r` then gets [`Error::NotFound`].
+    pub fn delete(&self, r: &Ref) -> Result<()> {
+        self.inner.entry(r)?;
+        self.inner.release(r.0.id);
+        Ok(())
+    }
+
+    /// Writes the value to disk (if it has no disk copy) and drops it from memory.
+    pub fn move_to_disk(&self, r: &Ref) -> Result<()> {
+        let inner = &self.inner;
+        let entry = inner.entry(r)?;
+        let mut st = inner.lock_live(r, &entry)?;
+        inner.ensure_on_disk(&entry, &mut st)?;
+        if st.resident.take().is_some() {
+            inner.memory_used.fetch_sub(entry.size, Ordering::AcqRel);
+            Counters::sub(&inner.counters.entries_in_memory, 1);
+        }
+        Ok(())
+    }
+
+    /// Writes the value to disk (if it has no disk copy), keeping it in memory.
+    pub fn copy_to_disk(&self, r: &Ref) -> Result<()> {
+        let entry = self.inner.entry(r)?;
+        let mut st = self.inner.lock_live(r, &entry)?;
+        self.inner.ensure_on_disk(&entry, &mut st)
+    }
+
+    /// Keeps the value's disk copy (writing one if needed) after its last
+    /// handle is dropped, and after the pool is dropped. Returns where it is.
+    pub fn retain(&self, r: &Ref) -> Result<Retained> {
+        let inner = &self.inner;
+        let entry = inner.entry(r)?;
+        let mut st = inner.lock_live(r, &entry)?;
+        inner.ensure_on_disk(&entry, &mut st)?;
+        st.retained = true;
+        inner.disk.retained_any.store(true, Ordering::Relaxed);
+        Ok(Retained {
+            backend: inner.disk.uri(),
+            key: inner.disk.key(entry.id),
+        })
+    }
+
+    /// Saves the value to `path` in a format other tools read: a table as an
+    /// Arrow IPC file (pyarrow: `pyarrow.ipc.open_file`), a blob as its bytes.
+    /// The file is the caller's: the pool never modifies or deletes it.
+    /// Written to a temporary name beside `path`, then renamed; mode 0600.
+    pub fn save_to(&self, r: &Ref, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let guard = self.get(r)?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let written = match &*guard {
+            Value::Table(t) => crate::formats::write_ipc_file(t, &tmp),
+            Value::Blob(b) => write_private(&tmp, b),
+        }
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).map_err(|e| Error::write_io("rename into place", path, e))
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Which tiers hold the value now.
+    pub fn tier(&self, r: &Ref) -> Result<Tier> {
+        let entry = self.inner.entry(r)?;
+        let st = self.inner.lock_live(r, &entry)?;
+        Ok(match (st.resident.is_some(), st.on_disk.is_some()) {
+            (true, false) => Tier::Memory,
+            (true, true) => Tier::Both,
+            _ => Tier::Disk,
+        })
+    }
+
+    /// A snapshot of the pool's state and counters.
+    pub fn stats(&self) -> Stats {
+        let i = &self.inner;
+        let c = &i.counters;
+        Stats {
+            memory_used: i.memory_used.load(Ordering::Relaxed),
+            memory_limit: i.memory_limit,
+            disk_used: i.disk.used(),
+            disk_limit: i.disk.limit(),
+            disk_tier: i.disk.uri(),
+            entries: Counters::get(&c.entries),
+            entries_in_memory: Counters::get(&c.entries_in_memory),
+            entries_on_disk: Counters::get(&c.entries_on_disk),
+            spills: Counters::get(&c.spills),
+            restores: Counters::get(&c.restores),
+            bytes_written: Counters::get(&c.bytes_written),
+            bytes_read: Counters::get(&c.bytes_read),
+            spill_seconds: Counters::get(&c.spill_nanos) as f64 / 1e9,
+            restore_seconds: Counters::get(&c.restore_nanos) as f64 / 1e9,
+            hits: Counters::get(&c.hits),
+            misses: Counters::get(&c.misses),
+            clean_evictions: Counters::get(&c.clean_evictions),
+            backpressure_waits: Counters::get(&c.backpressure_waits),
+            policy: i.policy.name().to_string(),
+        }
+    }
+
+    /// The spill directories (empty when the disk tier is a custom backend).
+    pub fn spill_dirs(&self) -> &[PathBuf] {
+        self.inner.disk.dirs()
+    }
+
+    /// Evicts unpinned values until at most `target` bytes are resident, on
+    /// this thread. Returns the bytes freed. Useful before a phase that needs memory.
+    pub fn shrink_to(&self, target: u64) -> Result<u64> {
+        self.inner.evict_until(target)
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::write_io("create", path, e))?;
+    f.write_all(data)
+        .map_err(|e| Error::write_io("write", path, e))
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.inner.spiller.shutdown.store(true, Ordering::Release);
+        {
+            let mut wake = self.inner.spiller.wake.lock();
+            *wake = true;
+            self.inner.spiller.cond.notify_all();
+        }
+        if let Some(handle) = self.spiller.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Inner {
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<Entry>>> {
+        &self.shards[(id as usize) % SHARDS]
+    }
+
+    /// Locks a live entry's state; a value released meanwhile is [`Error::NotFound`].
+    fn lock_live<'e>(
+        &self,
+        r: &Ref,
+        entry: &'e Entry,
+    ) -> Result<parking_lot::MutexGuard<'e, State>> {
+        let st = entry.state.lock();
+        if st.released {
+            return Err(self.missing(r));
+        }
+        Ok(st)
+    }
+
+    fn missing(&self, r: &Ref) -> Error {
+        Error::NotFound {
+            key: format!("pool value {}", r.0.id),
+            location: format!("pool {}", self.id),
+        }
+    }
+
+    fn entry(&self, r: &Ref) -> Result<Arc<Entry>> {
+        if r.0.pool_id != self.id {
+            return Err(self.missing(r));
+        }
+        self.shard(r.0.id)
+            .lock()
+            .get(&r.0.id)
+            .cloned()
+            .ok_or_else(|| self.missing(r))
+    }
+
+    /// Reserves `size` bytes of the memory bound, evicting on this thread at
+    /// the hard bound. `Ok(false)`: no room even after evicting everything unpinned.
+    fn reserve(&self, size: u64) -> Result<bool> {
+        let mut waited = false;
+        loop {
+            let used = self.memory_used.load(Ordering::Acquire);
+            if used + size <= self.memory_limit {
+                if self
+                    .memory_used
+                    .compare_exchange(used, used + size, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    if used + size > self.high {
+                        self.wake_spiller();
+                    }
+                    return Ok(true);
+                }
+                continue;
+            }
+            if !waited {
+                Counters::add(&self.counters.backpressure_waits, 1);
+                waited = true;
+            }
+            // Evict down to the low watermark, not just enough for this value,
+            // so the next puts do not queue here too.
+            let target = self.low.min(self.memory_limit - size);
+            if self.evict_until(target)? == 0
+                && self.memory_used.load(Ordering::Acquire) + size > self.memory_limit
+            {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn wake_spiller(&self) {
+        let mut wake = self.spiller.wake.lock();
+        if !*wake {
+            *wake = true;
+            self.spiller.cond.notify_one();
+        }
+    }
+
+    /// Writes a value to the disk tier, counting it.
+    fn spill_write(&self, id: u64, value: &Value) -> Result<u64> {
+        let start = Instant::now();
+        let len = self.disk.write(id, value)?;
+        Counters::add(&self.counters.spills, 1);
+        Counters::add(&self.counters.bytes_written, len);
+        Counters::add(
+            &self.counters.spill_nanos,
+            start.elapsed().as_nanos() as u64,
+        );
+        Counters::add(&self.counters.entries_on_disk, 1);
+        Ok(len)
+    }
+
+    fn ensure_on_disk(&self, entry: &Entry, st: &mut State) -> Result<()> {
+        if st.on_disk.is_some() {
+            return Ok(());
+        }
+        let value = st.resident.clone().ok_or_else(|| Error::Corrupt {
+            key: format!("pool value {}", entry.id),
+            location: self.disk.uri(),
+            reason: "value is neither in memory nor on disk".into(),
+        })?;
+        st.on_disk = Some(self.spill_write(entry.id, &value)?);
+        Ok(())
+    }
+
+    /// Evicts unpinned values, by policy order, until at most `target` bytes
+    /// are resident. Returns the bytes freed; a disk error is returned only if
+    /// the target could not be reached without the write that failed.
+    fn evict_until(&self, target: u64) -> Result<u64> {
+        let _one_at_a_time = self.evict_lock.lock();
+        if self.memory_used.load(Ordering::Acquire) <= target {
+            return Ok(0);
+        }
+        let mut candidates: Vec<(Candidate, Arc<Entry>)> = Vec::new();
+        for shard in &self.shards {
+            for entry in shard.lock().values() {
+                if entry.pins.load(Ordering::Acquire) > 0 {
+                    continue;
+                }
+                let Some(st) = entry.state.try_lock() else {
+                    continue;
+                };
+                if st.resident.is_some() {
+                    let c = Candidate {
+                        id: entry.id,
+                        last_access: entry.last_access.load(Ordering::Relaxed),
+                        size: entry.size,
+                        on_disk: st.on_disk.is_some(),
+                    };
+                    candidates.push((c, Arc::clone(entry)));
+                }
+            }
+        }
+        let mut order: Vec<Candidate> = candidates.iter().map(|(c, _)| *c).collect();
+        self.policy.order(&mut order);
+        let by_id: HashMap<u64, Arc<Entry>> =
+            candidates.into_iter().map(|(c, e)| (c.id, e)).collect();
+        let mut freed = 0;
+        let mut failure = None;
+        for c in order {
+            if self.memory_used.load(Ordering::Acquire) <= target {
+                break;
+            }
+            let Some(entry) = by_id.get(&c.id) else {
+                continue;
+            };
+            match self.evict(entry) {
+                Ok(n) => freed += n,
+                // Keep going: values with a disk copy leave memory without a write.
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) if self.memory_used.load(Ordering::Acquire) > target => Err(e),
+            _ => Ok(freed),
+        }
+    }
+
+    /// Moves one value out of memory, writing it first if it has no disk copy.
+    fn evict(&self, entry: &Entry) -> Result<u64> {
+        let Some(mut st) = entry.state.try_lock() else {
+            return Ok(0);
+        };
+        if entry.pins.load(Ordering::Acquire) > 0 || st.resident.is_none() || st.released {
+            return Ok(0);
+        }
+        if st.on_disk.is_none() {
+            self.ensure_on_disk(entry, &mut st)?;
+        } else {
+            Counters::add(&self.counters.clean_evictions, 1);
+        }
+        st.resident = None;
+        self.memory_used.fetch_sub(entry.size, Ordering::AcqRel);
+        Counters::sub(&self.counters.entries_in_memory, 1);
+        Ok(entry.size)
+    }
+
+    /// Forgets a value: its last `Ref` was dropped, or it was deleted.
+    fn release(&self, id: u64) {
+        let Some(entry) = self.shard(id).lock().remove(&id) else {
+            return;
+        };
+        let mut st = entry.state.lock();
+        st.released = true;
+        if st.resident.take().is_some() {
+            self.memory_used.fetch_sub(entry.size, Ordering::AcqRel);
+            Counters::sub(&self.counters.entries_in_memory, 1);
+        }
+        if let Some(len) = st.on_disk.take() {
+            Counters::sub(&self.counters.entries_on_disk, 1);
+            if !st.retained {
+                // Nothing can read the copy any more; a failed unlink only leaks scratch space.
+                let _ = self.disk.delete(id, len);
+            }
+        }
+        Counters::sub(&self.counters.entries, 1);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().keys().copied().collect::<Vec<_>>())
+            .collect();
+        for id in ids {
+            self.release(id);
+        }
+    }
+}
+
+/// The background spiller: sleeps until memory passes the high watermark,
+/// then evicts down to the low one.
+fn spill_loop(pool: Weak<Inner>, signal: Arc<Signal>) {
+    loop {
+        {
+            let mut wake = signal.wake.lock();
+            while !*wake && !signal.shutdown.load(Ordering::Acquire) {
+                signal.cond.wait_for(&mut wake, Duration::from_millis(200));
+                if let Some(p) = pool.upgrade()
+                    && p.memory_used.load(Ordering::Acquire) > p.high
+                {
+                    break;
+                }
+            }
+            *wake = false;
+        }
+        if signal.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(p) = pool.upgrade() else { return };
+        if p.memory_used.load(Ordering::Acquire) > p.high && p.evict_until(p.low).is_err() {
+            // The disk tier is full: `put` reports it. Retry when woken again.
+            drop(p);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
