@@ -99,6 +99,12 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
     order
 }
 
+/// Flushes dirty pages (untimed) so that no phase pays for the previous one's writeback.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 fn raw_write(dir: &Path, values: &[Bytes]) -> Result<f64> {
     let start = Instant::now();
     for (i, v) in values.iter().enumerate() {
@@ -147,9 +153,11 @@ fn bench_pool(a: PoolBench) -> Result<()> {
         let timed = repeat > 0;
         let raw_dir = work.path().join(format!("raw-{repeat}"));
         std::fs::create_dir_all(&raw_dir)?;
+        settle();
         let w = raw_write(&raw_dir, &vals)?;
         let r = raw_read(&raw_dir, count, size)?;
         std::fs::remove_dir_all(&raw_dir)?;
+        settle();
 
         let spill = work.path().join(format!("spill-{repeat}"));
         let pool = Pool::builder()

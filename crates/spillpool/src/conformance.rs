@@ -490,7 +490,8 @@ pub fn check_corruption(b: &dyn Backend, prefix: &str) {
         b,
         "encode",
         frame::encode(&Value::Table(sample_tables()[2].1.clone())),
-    );
+    )
+    .to_bytes();
     let n = original.len();
     let mut damages: Vec<(String, Bytes)> = Vec::new();
     for at in [0, 9, 20, 60, 64, 100, n / 2, n - 1] {
@@ -505,7 +506,7 @@ pub fn check_corruption(b: &dyn Backend, prefix: &str) {
     longer.extend_from_slice(b"tail");
     damages.push(("extended".into(), Bytes::from(longer)));
     for (what, bad) in damages {
-        ok(b, "put damaged", b.put(&k, bad));
+        ok(b, "put damaged", b.put(&k, bad.into()));
         match b.get_value(&k) {
             Err(Error::Corrupt { key, location, .. }) => {
                 assert_eq!(key, k.as_str(), "{b}: {what}: error names another key");
@@ -514,7 +515,7 @@ pub fn check_corruption(b: &dyn Backend, prefix: &str) {
             other => panic!("{b}: {what}: expected Corrupt, got {other:?}"),
         }
     }
-    ok(b, "put good", b.put(&k, original));
+    ok(b, "put good", b.put(&k, original.into()));
     assert!(
         ok(b, "get good", b.fetch_value(&k)).as_table().is_some(),
         "{b}: repaired value"

@@ -91,6 +91,53 @@ impl Write for AlignedWriter {
     }
 }
 
+/// An encoded frame, in one or two parts: a blob's frame is its header
+/// followed by the blob's own bytes, so encoding a blob copies nothing.
+/// Backends store the parts back to back; what they store is [`Frame::to_bytes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frame {
+    head: Bytes,
+    body: Bytes,
+}
+
+impl Frame {
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// Whether the frame has no bytes (never true of an encoded value).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> [&Bytes; 2] {
+        [&self.head, &self.body]
+    }
+
+    /// The frame as contiguous, 64-byte-aligned bytes (copied only when in two parts).
+    pub fn to_bytes(&self) -> Bytes {
+        if self.body.is_empty() {
+            return self.head.clone();
+        }
+        let mut all = MutableBuffer::with_capacity(self.len());
+        all.extend_from_slice(&self.head);
+        all.extend_from_slice(&self.body);
+        Bytes::from_owner(BufferOwner(all.into()))
+    }
+}
+
+/// Bytes taken as a frame as they are (for example, bytes read back from storage).
+impl From<Bytes> for Frame {
+    fn from(head: Bytes) -> Self {
+        Frame {
+            head,
+            body: Bytes::new(),
+        }
+    }
+}
+
 /// Lets `Bytes` own an arrow `Buffer` without copying it.
 struct BufferOwner(Buffer);
 
@@ -100,41 +147,43 @@ impl AsRef<[u8]> for BufferOwner {
     }
 }
 
-/// Encodes `value` as a frame in 64-byte-aligned memory.
+/// Encodes `value` as a frame.
 ///
-/// A blob is copied once (into the frame); a table is serialised once into
-/// Arrow IPC with 64-byte buffer alignment.
+/// A blob is not copied: its frame is a 64-byte header followed by the blob's
+/// own bytes. A table is serialised once into Arrow IPC with 64-byte buffer
+/// alignment, in 64-byte-aligned memory.
 ///
 /// ```
 /// use spillpool::{frame, Key, Value};
 /// let key = Key::new("k").unwrap();
 /// let frame = frame::encode(&Value::from(b"hello".to_vec())).unwrap();
-/// assert_eq!(frame.as_ptr() as usize % 64, 0);
-/// let back = frame::decode(frame, &key, "example").unwrap();
+/// assert_eq!(frame.len(), 64 + 5);
+/// let bytes = frame.to_bytes();
+/// assert_eq!(bytes.as_ptr() as usize % 64, 0);
+/// let back = frame::decode(bytes, &key, "example").unwrap();
 /// assert_eq!(back.as_blob().unwrap().as_ref(), b"hello");
 /// ```
-pub fn encode(value: &Value) -> Result<Bytes> {
-    let (kind, mut out) = match value {
+pub fn encode(value: &Value) -> Result<Frame> {
+    match value {
         Value::Blob(b) => {
-            let mut buf = MutableBuffer::with_capacity(HEADER_LEN + b.len());
-            buf.extend_zeros(HEADER_LEN);
-            buf.extend_from_slice(b.as_ref());
-            (Kind::Blob, buf)
+            let sum = xxh3_64(b);
+            let header = header_bytes(Kind::Blob, &[], HEADER_LEN, b.len(), b.len(), sum);
+            let mut head = MutableBuffer::with_capacity(HEADER_LEN);
+            head.extend_from_slice(&header);
+            Ok(Frame {
+                head: Bytes::from_owner(BufferOwner(head.into())),
+                body: b.clone(),
+            })
         }
-        Value::Table(t) => encode_table(t)?,
-    };
-    let stored_len = out.len() - HEADER_LEN;
-    let payload_checksum = xxh3_64(&out.as_slice()[HEADER_LEN..]);
-    let header = header_bytes(
-        kind,
-        &[],
-        HEADER_LEN,
-        stored_len,
-        stored_len,
-        payload_checksum,
-    );
-    out.as_slice_mut()[..HEADER_LEN].copy_from_slice(&header);
-    Ok(Bytes::from_owner(BufferOwner(out.into())))
+        Value::Table(t) => {
+            let (kind, mut out) = encode_table(t)?;
+            let stored_len = out.len() - HEADER_LEN;
+            let sum = xxh3_64(&out.as_slice()[HEADER_LEN..]);
+            let header = header_bytes(kind, &[], HEADER_LEN, stored_len, stored_len, sum);
+            out.as_slice_mut()[..HEADER_LEN].copy_from_slice(&header);
+            Ok(Frame::from(Bytes::from_owner(BufferOwner(out.into()))))
+        }
+    }
 }
 
 fn encode_table(table: &Table) -> Result<(Kind, MutableBuffer)> {
@@ -431,7 +480,7 @@ mod tests {
             Value::from(Vec::new()),
             Value::Table(table()),
         ] {
-            let frame = encode(&value).unwrap_or_else(|e| panic!("{e}"));
+            let frame = encode(&value).unwrap_or_else(|e| panic!("{e}")).to_bytes();
             assert_eq!(frame.as_ptr() as usize % ALIGNMENT, 0);
             let header = verify(&frame, &key(), "test").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(header.payload_offset % ALIGNMENT, 0);
@@ -442,7 +491,9 @@ mod tests {
 
     #[test]
     fn every_flipped_byte_is_an_error() {
-        let frame = encode(&Value::Table(table())).unwrap_or_else(|e| panic!("{e}"));
+        let frame = encode(&Value::Table(table()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_bytes();
         for i in 0..frame.len() {
             let mut bad = frame.to_vec();
             bad[i] ^= 0x20;
@@ -457,7 +508,9 @@ mod tests {
 
     #[test]
     fn every_truncation_is_an_error() {
-        let frame = encode(&Value::from(vec![1u8; 300])).unwrap_or_else(|e| panic!("{e}"));
+        let frame = encode(&Value::from(vec![1u8; 300]))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_bytes();
         for len in 0..frame.len() {
             assert!(matches!(
                 decode(frame.slice(..len), &key(), "loc"),
@@ -468,7 +521,9 @@ mod tests {
 
     #[test]
     fn newer_version_is_reported_as_such() {
-        let frame = encode(&Value::from(vec![1u8; 10])).unwrap_or_else(|e| panic!("{e}"));
+        let frame = encode(&Value::from(vec![1u8; 10]))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_bytes();
         let mut v = frame.to_vec();
         v[8..10].copy_from_slice(&2u16.to_le_bytes());
         let sum = header_checksum(&v, &[]);

@@ -20,6 +20,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::Usage;
 use crate::error::{Error, Result};
+use crate::frame::Frame;
 use crate::key::Key;
 
 /// Longest file or directory name component written (file systems allow 255).
@@ -119,7 +120,7 @@ impl DirStore {
         path
     }
 
-    pub(crate) fn put(&self, key: &Key, frame: &[u8]) -> Result<()> {
+    pub(crate) fn put(&self, key: &Key, frame: &Frame) -> Result<()> {
         let root = self.root_of(key);
         let target = self.path_of(key);
         let tmp = root.join(TMP_DIR).join(format!(
@@ -135,8 +136,10 @@ impl DirStore {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| Error::write_io("create", &tmp, e))?;
-            file.write_all(frame)
-                .map_err(|e| Error::write_io("write", &tmp, e))?;
+            for part in frame.parts() {
+                file.write_all(part)
+                    .map_err(|e| Error::write_io("write", &tmp, e))?;
+            }
             if self.sync {
                 file.sync_data()
                     .map_err(|e| Error::write_io("fsync", &tmp, e))?;

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::dir::DirStore;
 use super::{Backend, Usage};
 use crate::error::Result;
+use crate::frame::Frame;
 use crate::key::Key;
 use crate::uri::Uri;
 
@@ -93,7 +94,7 @@ impl fmt::Display for FileBackend {
 }
 
 impl Backend for FileBackend {
-    fn put(&self, key: &Key, frame: Bytes) -> Result<()> {
+    fn put(&self, key: &Key, frame: Frame) -> Result<()> {
         self.store.put(key, &frame)
     }
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {

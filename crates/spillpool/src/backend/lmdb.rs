@@ -16,6 +16,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use super::dir::create_private_dir;
 use super::{Backend, Usage};
 use crate::error::{Error, Result};
+use crate::frame::Frame;
 use crate::key::Key;
 use crate::uri::Uri;
 
@@ -315,7 +316,7 @@ impl fmt::Debug for LmdbBackend {
 }
 
 impl Backend for LmdbBackend {
-    fn put(&self, key: &Key, frame: Bytes) -> Result<()> {
+    fn put(&self, key: &Key, frame: Frame) -> Result<()> {
         let (lkey, long) = self.lmdb_key(key);
         let s = &self.shared;
         self.write("put", |txn| {
@@ -324,7 +325,9 @@ impl Backend for LmdbBackend {
                     let pad = OVERFLOW_PAD;
                     space.write_all(&[pad as u8])?;
                     space.write_all(&[0u8; 64][..pad - 1])?;
-                    space.write_all(&frame)?;
+                    for part in frame.parts() {
+                        space.write_all(part)?;
+                    }
                     space.write_all(&[0u8; 64][..64 - pad])
                 })?;
             if long {

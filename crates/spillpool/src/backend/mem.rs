@@ -9,6 +9,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::{Backend, Usage};
 use crate::error::Result;
+use crate::frame::Frame;
 use crate::key::Key;
 use crate::uri::Uri;
 
@@ -26,7 +27,7 @@ static NAMED: LazyLock<Mutex<HashMap<String, Weak<Map>>>> = LazyLock::new(Defaul
 /// use spillpool::{Backend, MemBackend, Key};
 /// let mem = MemBackend::new();
 /// let key = Key::new("k").unwrap();
-/// mem.put(&key, bytes::Bytes::from_static(b"frame")).unwrap();
+/// mem.put(&key, bytes::Bytes::from_static(b"frame").into()).unwrap();
 /// assert_eq!(mem.get(&key).unwrap().unwrap().as_ref(), b"frame");
 /// ```
 pub struct MemBackend {
@@ -91,7 +92,9 @@ impl fmt::Debug for MemBackend {
 }
 
 impl Backend for MemBackend {
-    fn put(&self, key: &Key, frame: Bytes) -> Result<()> {
+    fn put(&self, key: &Key, frame: Frame) -> Result<()> {
+        // The one copy a put may make: a blob's header and bytes joined into one frame.
+        let frame = frame.to_bytes();
         self.map.write().insert(key.clone(), frame);
         Ok(())
     }

@@ -27,7 +27,7 @@ pub use mem::MemBackend;
 pub use shm::ShmBackend;
 
 use crate::error::{Error, Result, printable};
-use crate::frame;
+use crate::frame::{self, Frame};
 use crate::key::Key;
 use crate::uri::Uri;
 use crate::value::Value;
@@ -52,7 +52,7 @@ pub trait Backend: Debug + Display + Send + Sync + 'static {
     /// never a mix. Durable on return when the backend is configured to sync
     /// (`file://` and `lmdb://` by default). A full tier is [`Error::TierFull`]
     /// and leaves every stored value intact.
-    fn put(&self, key: &Key, frame: Bytes) -> Result<()>;
+    fn put(&self, key: &Key, frame: Frame) -> Result<()>;
 
     /// Returns the frame stored under `key`, or `None`.
     ///

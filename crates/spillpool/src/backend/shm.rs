@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::dir::DirStore;
 use super::{Backend, Usage};
 use crate::error::{Error, Result};
+use crate::frame::Frame;
 use crate::key::Key;
 use crate::uri::Uri;
 
@@ -101,7 +102,7 @@ impl fmt::Display for ShmBackend {
 }
 
 impl Backend for ShmBackend {
-    fn put(&self, key: &Key, frame: Bytes) -> Result<()> {
+    fn put(&self, key: &Key, frame: Frame) -> Result<()> {
         self.store.put(key, &frame).map_err(|e| match e {
             Error::TierFull { reason, .. } => Error::TierFull {
                 tier: self.to_string(),
