@@ -22,6 +22,9 @@ enum Suite {
     /// Put a working set several times the memory bound, then get it all back
     /// (in order and at random), beside raw file write and read of the same bytes.
     Pool(PoolBench),
+    /// The cost of each filter (compression, encryption, both) on incompressible
+    /// and categorical tables, beside the codecs called directly.
+    Filters(crate::bench_filters::FiltersBench),
 }
 
 #[derive(Args, Debug)]
@@ -47,16 +50,16 @@ struct PoolBench {
 }
 
 /// One timed operation over `bytes`.
-struct Sample {
-    storage: &'static str,
-    op: &'static str,
-    bytes: u64,
-    repeat: usize,
-    seconds: f64,
+pub(crate) struct Sample {
+    pub storage: String,
+    pub op: &'static str,
+    pub bytes: u64,
+    pub repeat: usize,
+    pub seconds: f64,
 }
 
 impl Sample {
-    fn mb_per_s(&self) -> f64 {
+    pub fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.seconds
     }
 }
@@ -64,6 +67,7 @@ impl Sample {
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.suite {
         Suite::Pool(a) => bench_pool(a),
+        Suite::Filters(a) => crate::bench_filters::run(a),
     }
 }
 
@@ -191,7 +195,7 @@ fn bench_pool(a: PoolBench) -> Result<()> {
                 ("pool", "get-random", get_rand),
             ] {
                 samples.push(Sample {
-                    storage,
+                    storage: storage.to_string(),
                     op,
                     bytes,
                     repeat,
@@ -201,15 +205,7 @@ fn bench_pool(a: PoolBench) -> Result<()> {
         }
     }
     report(&samples, "pool", a.out.as_deref())?;
-    let median = |storage: &str, op: &str| {
-        let mut v: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.storage == storage && s.op == op)
-            .map(Sample::mb_per_s)
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
+    let median = |storage: &str, op: &str| median(&samples, storage, op);
     println!(
         "ratios (medians): put/raw write {:.2}, get-seq/raw read {:.2}, get-random/raw read {:.2}",
         median("pool", "put") / median("hw-disk", "write"),
@@ -220,15 +216,15 @@ fn bench_pool(a: PoolBench) -> Result<()> {
 }
 
 /// Prints min / median / max per (storage, op) and writes every sample as CSV.
-fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Result<()> {
+pub(crate) fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Result<()> {
     println!(
         "{:<10} {:<11} {:>10} {:>10} {:>10}",
         "storage", "op", "min MB/s", "median", "max"
     );
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for s in samples {
-        if !keys.contains(&(s.storage, s.op)) {
-            keys.push((s.storage, s.op));
+        if !keys.contains(&(s.storage.as_str(), s.op)) {
+            keys.push((s.storage.as_str(), s.op));
         }
     }
     for (storage, op) in keys {
@@ -239,7 +235,7 @@ fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Result<()> {
             .collect();
         v.sort_by(f64::total_cmp);
         let (min, med, max) = (v[0], v[v.len() / 2], v[v.len() - 1]);
-        println!("{storage:<10} {op:<11} {min:>10.0} {med:>10.0} {max:>10.0}");
+        println!("{storage:<28} {op:<11} {min:>10.0} {med:>10.0} {max:>10.0}");
     }
     if let Some(path) = out {
         let mut csv = String::from("suite,storage,op,bytes,repeat,seconds,mb_per_s\n");
@@ -257,4 +253,15 @@ fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Result<()> {
         std::fs::write(path, csv).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The median MB/s of (storage, op).
+pub(crate) fn median(samples: &[Sample], storage: &str, op: &str) -> f64 {
+    let mut v: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.storage == storage && s.op == op)
+        .map(Sample::mb_per_s)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

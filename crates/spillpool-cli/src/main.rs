@@ -1,6 +1,7 @@
 //! `spillpool`: the command-line tool, a thin layer over the library.
 
 mod bench;
+mod bench_filters;
 mod demo;
 mod demo_backends;
 mod kv;

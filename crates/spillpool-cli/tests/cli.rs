@@ -511,3 +511,97 @@ fn pool_bench_runs_and_writes_csv() {
         assert!(cols[6].parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
     }
 }
+
+fn with_env(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("SPILLPOOL_ENCRYPTION_KEY")
+        .env_remove("SPILLPOOL_ENCRYPTION_KEY_FILE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn uri_filters_compress_and_encrypt_with_the_key_from_the_environment() {
+    let dir = tmp();
+    let plain = format!("file://{}", dir.path().display());
+    let sealed = format!("{plain}?compression=zstd:3&encryption=aes-256-gcm");
+    let secret = "c0ffee".repeat(10) + "abcd";
+    let key = [("SPILLPOOL_ENCRYPTION_KEY", secret.as_str())];
+    let data: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("SECRET-ROW-{i};").into_bytes())
+        .collect();
+
+    let put = with_env(&["kv", &sealed, "put", "k"], &key, Some(&data));
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let on_disk = std::fs::read(dir.path().join("k")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        on_disk.len() < data.len() / 4,
+        "not compressed: {} bytes",
+        on_disk.len()
+    );
+    assert!(
+        !on_disk.windows(10).any(|w| w == b"SECRET-ROW"),
+        "plaintext on disk"
+    );
+
+    let get = with_env(&["kv", &sealed, "get", "k"], &key, None);
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert_eq!(get.stdout, data);
+
+    for (uri, env, expect) in [
+        (plain.as_str(), &[][..], "is encrypted"),
+        (sealed.as_str(), &[][..], "SPILLPOOL_ENCRYPTION_KEY"),
+        (
+            sealed.as_str(),
+            &[("SPILLPOOL_ENCRYPTION_KEY", &*"11".repeat(32))][..],
+            "another key",
+        ),
+        (
+            sealed.as_str(),
+            &[("SPILLPOOL_ENCRYPTION_KEY", "not-hex")][..],
+            "64 hexadecimal",
+        ),
+    ] {
+        let out = with_env(&["kv", uri, "get", "k"], env, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(expect),
+            "{uri} {env:?}: {err}"
+        );
+        assert!(
+            !err.contains(&secret) && !err.contains("1111111111"),
+            "a key leaked: {err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+
+    // Compression alone is self-describing: a plain URI reads it back.
+    let zstd = format!("{plain}?compression=zstd");
+    assert!(
+        with_env(&["kv", &zstd, "put", "z"], &[], Some(&data))
+            .status
+            .success()
+    );
+    let out = with_env(&["kv", &plain, "get", "z"], &[], None);
+    assert_eq!(out.stdout, data);
+}

@@ -49,6 +49,28 @@ pub enum Error {
         /// The version found in the frame header.
         version: u16,
     },
+    /// An encrypted value was read without an encryption key.
+    #[error(
+        "value for key {key:?} at {location} is encrypted: configure its key (SPILLPOOL_ENCRYPTION_KEY or SPILLPOOL_ENCRYPTION_KEY_FILE)"
+    )]
+    KeyRequired {
+        /// The key of the value.
+        key: String,
+        /// Where it was read from.
+        location: String,
+    },
+    /// An encrypted value was read with another key than the one it was written with.
+    #[error(
+        "value for key {key:?} at {location} was encrypted with another key (key id {stored_key_id})"
+    )]
+    WrongKey {
+        /// The key of the value.
+        key: String,
+        /// Where it was read from.
+        location: String,
+        /// The identifier (a hash, not the key) recorded in the frame.
+        stored_key_id: String,
+    },
     /// A storage tier has no room left (a configured bound, a full map or a full disk).
     #[error("{tier} is full: {reason}")]
     TierFull {

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::error::{Error, Result, printable};
+use crate::filter::{DecodeLimits, EncryptionKey, Filters};
 use crate::key::Key;
 use crate::value::{Table, Value};
 
@@ -269,27 +270,33 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 /// `key` and `location` only label errors: [`Error::Corrupt`] for a frame that
 /// fails any check, [`Error::UnsupportedVersion`] for one written by a newer format.
 pub fn verify(frame: &[u8], key: &Key, location: &str) -> Result<Header> {
+    verify_parts(frame, &[], key, location)
+}
+
+/// [`verify`] for a frame held as `head` followed by `body` (see [`Frame`]);
+/// the header and filter descriptor must lie in `head`.
+fn verify_parts(head: &[u8], body: &[u8], key: &Key, location: &str) -> Result<Header> {
     let corrupt = |reason: String| Error::Corrupt {
         key: printable(key.as_str()),
         location: location.to_string(),
         reason,
     };
-    if frame.len() < HEADER_LEN {
+    let total = head.len() + body.len();
+    if head.len() < HEADER_LEN {
         return Err(corrupt(format!(
-            "truncated: {} bytes, a frame header needs {HEADER_LEN}",
-            frame.len()
+            "truncated: {total} bytes, a frame header needs {HEADER_LEN}"
         )));
     }
-    if frame[0..8] != MAGIC {
+    if head[0..8] != MAGIC {
         return Err(corrupt("not a spillpool frame (bad magic)".into()));
     }
-    let version = u16::from_le_bytes([frame[8], frame[9]]);
-    let filter_len = u32::from_le_bytes([frame[12], frame[13], frame[14], frame[15]]) as usize;
+    let version = u16::from_le_bytes([head[8], head[9]]);
+    let filter_len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize;
     let filters_end = HEADER_LEN
         .checked_add(filter_len)
-        .filter(|&e| e <= frame.len());
+        .filter(|&e| e <= head.len());
     let header_ok = filters_end
-        .is_some_and(|end| header_checksum(frame, &frame[HEADER_LEN..end]) == le_u64(frame, 56));
+        .is_some_and(|end| header_checksum(head, &head[HEADER_LEN..end]) == le_u64(head, 56));
     if version != FORMAT_VERSION {
         // A flipped bit in the version field is corruption, not a newer format.
         return Err(if header_ok {
@@ -306,36 +313,41 @@ pub fn verify(frame: &[u8], key: &Key, location: &str) -> Result<Header> {
     }
     let Some(filters_end) = filters_end else {
         return Err(corrupt(format!(
-            "truncated: filter chain of {filter_len} bytes does not fit in {} bytes",
-            frame.len()
+            "truncated: filter chain of {filter_len} bytes does not fit in {total} bytes"
         )));
     };
     if !header_ok {
         return Err(corrupt("bad header checksum".into()));
     }
-    if frame[11] != CHECKSUM_XXH3_64 {
-        return Err(corrupt(format!("unknown checksum algorithm {}", frame[11])));
+    if head[11] != CHECKSUM_XXH3_64 {
+        return Err(corrupt(format!("unknown checksum algorithm {}", head[11])));
     }
-    let kind = Kind::try_from(frame[10]).map_err(corrupt)?;
-    let payload_offset = le_u64(frame, 16);
-    let stored_len = le_u64(frame, 24);
-    let raw_len = le_u64(frame, 32);
+    let kind = Kind::try_from(head[10]).map_err(corrupt)?;
+    let payload_offset = le_u64(head, 16);
+    let stored_len = le_u64(head, 24);
+    let raw_len = le_u64(head, 32);
     if !payload_offset.is_multiple_of(ALIGNMENT as u64) || payload_offset < filters_end as u64 {
         return Err(corrupt(format!("bad payload offset {payload_offset}")));
     }
     let expected = payload_offset.checked_add(stored_len);
-    if expected != Some(frame.len() as u64) {
+    if expected != Some(total as u64) {
         return Err(corrupt(format!(
-            "truncated or extended: header says {} bytes, found {}",
+            "truncated or extended: header says {} bytes, found {total}",
             expected.map_or_else(|| "an impossible number of".to_string(), |e| e.to_string()),
-            frame.len()
         )));
     }
     let (payload_offset, stored_len) = (payload_offset as usize, stored_len as usize);
-    if xxh3_64(&frame[payload_offset..]) != le_u64(frame, 40) {
+    let mut sum = Xxh3::new();
+    if payload_offset < head.len() {
+        sum.update(&head[payload_offset..]);
+        sum.update(body);
+    } else {
+        sum.update(&body[payload_offset - head.len()..]);
+    }
+    if sum.digest() != le_u64(head, 40) {
         return Err(corrupt("payload checksum mismatch".into()));
     }
-    let filters = frame[HEADER_LEN..filters_end].to_vec();
+    let filters = head[HEADER_LEN..filters_end].to_vec();
     if filters.is_empty() && raw_len != stored_len as u64 {
         return Err(corrupt(format!(
             "raw length {raw_len} differs from stored length {stored_len} without filters"
@@ -351,24 +363,140 @@ pub fn verify(frame: &[u8], key: &Key, location: &str) -> Result<Header> {
     })
 }
 
+/// Encodes `value` with `filters` for storage under `key` (the key is
+/// authenticated with encrypted chunks, so the frame reads back only there).
+pub fn encode_filtered(value: &Value, filters: &Filters, key: &Key) -> Result<Frame> {
+    refilter(encode(value)?, filters, key, "encoding")
+}
+
+/// Applies `filters` to a plain frame. A frame that is already filtered, or
+/// that does not verify, is returned as it is: it will read back as itself.
+pub fn refilter(frame: Frame, filters: &Filters, key: &Key, location: &str) -> Result<Frame> {
+    if filters.is_empty() {
+        return Ok(frame);
+    }
+    let header = match verify_parts(&frame.head, &frame.body, key, location) {
+        Ok(h) if h.filters.is_empty() => h,
+        _ => return Ok(frame),
+    };
+    let payload = if header.payload_offset == frame.head.len() {
+        frame.body.clone()
+    } else if frame.body.is_empty() {
+        frame.head.slice(header.payload_offset..)
+    } else {
+        frame.to_bytes().slice(header.payload_offset..)
+    };
+    let (desc, stored) = filters.apply(&payload, header.kind as u8, key)?;
+    let payload_offset = (HEADER_LEN + desc.len()).next_multiple_of(ALIGNMENT);
+    let h = header_bytes(
+        header.kind,
+        &desc,
+        payload_offset,
+        stored.len(),
+        payload.len(),
+        xxh3_64(stored.as_slice()),
+    );
+    let mut head = MutableBuffer::with_capacity(payload_offset);
+    head.extend_from_slice(&h);
+    head.extend_from_slice(&desc);
+    head.extend_zeros(payload_offset - HEADER_LEN - desc.len());
+    Ok(Frame {
+        head: Bytes::from_owner(BufferOwner(head.into())),
+        body: Bytes::from_owner(BufferOwner(stored.into())),
+    })
+}
+
+/// Undoes a frame's filters, returning an equivalent plain frame (the same
+/// bytes when it has none). Decryption uses `cipher_key`; allocation is
+/// bounded by `limits`.
+pub fn unfilter(
+    frame: Bytes,
+    key: &Key,
+    location: &str,
+    cipher_key: Option<&EncryptionKey>,
+    limits: DecodeLimits,
+) -> Result<Bytes> {
+    let header = verify(&frame, key, location)?;
+    Ok(unfilter_verified(frame, header, key, location, cipher_key, limits)?.0)
+}
+
+/// [`unfilter`] of a frame whose header was just verified; also returns the plain header.
+fn unfilter_verified(
+    frame: Bytes,
+    header: Header,
+    key: &Key,
+    location: &str,
+    cipher_key: Option<&EncryptionKey>,
+    limits: DecodeLimits,
+) -> Result<(Bytes, Header)> {
+    if header.filters.is_empty() {
+        return Ok((frame, header));
+    }
+    if header.raw_len as u64 > limits.max_raw_len {
+        return Err(Error::Corrupt {
+            key: printable(key.as_str()),
+            location: location.to_string(),
+            reason: format!(
+                "raw length {} exceeds this reader's limit of {} bytes",
+                header.raw_len, limits.max_raw_len
+            ),
+        });
+    }
+    let mut out = MutableBuffer::from_len_zeroed(HEADER_LEN + header.raw_len);
+    let sum = crate::filter::undo(
+        &header.filters,
+        &frame[header.payload_offset..],
+        header.kind as u8,
+        &mut out.as_slice_mut()[HEADER_LEN..],
+        key,
+        location,
+        cipher_key,
+    )?;
+    let h = header_bytes(
+        header.kind,
+        &[],
+        HEADER_LEN,
+        header.raw_len,
+        header.raw_len,
+        sum,
+    );
+    out.as_slice_mut()[..HEADER_LEN].copy_from_slice(&h);
+    let plain = Header {
+        version: header.version,
+        kind: header.kind,
+        filters: Vec::new(),
+        payload_offset: HEADER_LEN,
+        stored_len: header.raw_len,
+        raw_len: header.raw_len,
+    };
+    Ok((Bytes::from_owner(BufferOwner(out.into())), plain))
+}
+
 /// Verifies and decodes a frame, borrowing its memory for the result.
 ///
-/// Returns [`Error::Corrupt`] (naming `key` and `location`) for a frame that
-/// fails a check or whose payload does not decode, and
-/// [`Error::UnsupportedVersion`] for a newer format.
+/// A compressed frame is decompressed (a copy); an encrypted one gives
+/// [`Error::KeyRequired`] (use [`decode_with`]). Returns [`Error::Corrupt`]
+/// (naming `key` and `location`) for a frame that fails a check or whose
+/// payload does not decode, and [`Error::UnsupportedVersion`] for a newer format.
 pub fn decode(frame: Bytes, key: &Key, location: &str) -> Result<Value> {
+    decode_with(frame, key, location, None, DecodeLimits::default())
+}
+
+/// [`decode`] with a key for encrypted frames and allocation limits.
+pub fn decode_with(
+    frame: Bytes,
+    key: &Key,
+    location: &str,
+    cipher_key: Option<&EncryptionKey>,
+    limits: DecodeLimits,
+) -> Result<Value> {
     let header = verify(&frame, key, location)?;
+    let (frame, header) = unfilter_verified(frame, header, key, location, cipher_key, limits)?;
     let corrupt = |reason: String| Error::Corrupt {
         key: printable(key.as_str()),
         location: location.to_string(),
         reason,
     };
-    if !header.filters.is_empty() {
-        return Err(corrupt(format!(
-            "filter chain of {} bytes is not understood by this build",
-            header.filters.len()
-        )));
-    }
     let payload = frame.slice(header.payload_offset..);
     if header.kind == Kind::Blob {
         return Ok(Value::Blob(payload));

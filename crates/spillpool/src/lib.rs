@@ -35,6 +35,7 @@ pub mod backend;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
+pub mod filter;
 pub mod formats;
 pub mod frame;
 mod key;
@@ -44,7 +45,8 @@ mod uri;
 mod value;
 
 pub use backend::{
-    Backend, BackendExt, FileBackend, LmdbBackend, MemBackend, ShmBackend, Usage, open,
+    Backend, BackendExt, FileBackend, FilteredBackend, LmdbBackend, MemBackend, ShmBackend, Usage,
+    open,
 };
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_LEN};

@@ -65,7 +65,7 @@ impl FileBackend {
     }
 
     pub(crate) fn from_uri(uri: &Uri) -> Result<Self> {
-        uri.check_params(&["sync", "root"])?;
+        uri.check_params(&["sync", "root", "compression", "encryption"])?;
         if uri.path().is_empty() {
             return Err(uri.invalid("file:// needs a directory, e.g. file:///var/tmp/spill"));
         }

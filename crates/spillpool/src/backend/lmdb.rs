@@ -160,7 +160,7 @@ impl LmdbBackend {
     }
 
     pub(crate) fn from_uri(uri: &Uri) -> Result<Self> {
-        uri.check_params(&["sync", "map_size"])?;
+        uri.check_params(&["sync", "map_size", "compression", "encryption"])?;
         if uri.path().is_empty() {
             return Err(uri.invalid("lmdb:// needs a directory, e.g. lmdb:///var/lib/spillpool"));
         }

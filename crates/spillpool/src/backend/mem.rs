@@ -63,7 +63,7 @@ impl MemBackend {
     }
 
     pub(crate) fn from_uri(uri: &Uri) -> Result<Self> {
-        uri.check_params(&[])?;
+        uri.check_params(&["compression", "encryption"])?;
         Ok(match uri.path() {
             "" => MemBackend::new(),
             name => MemBackend::named(name),

@@ -7,11 +7,16 @@
 //! | `lmdb:///DIR[?sync=false&map_size=1TiB]` | [`LmdbBackend`]: LMDB environment | borrowed from the map, no copy |
 //! | `shm://NAME` | [`ShmBackend`]: POSIX shared memory under `/dev/shm` | mmap, no copy, across processes |
 //!
+//! Every URI also takes `compression=zstd:3|lz4|gzip` and
+//! `encryption=aes-256-gcm` (key from `SPILLPOOL_ENCRYPTION_KEY` or
+//! `SPILLPOOL_ENCRYPTION_KEY_FILE`), which wrap the backend in a [`FilteredBackend`].
+//!
 //! Backends store *frames* (see [`crate::frame`]) as opaque bytes; the
 //! [`BackendExt`] methods encode and decode [`Value`]s on top.
 
 pub(crate) mod dir;
 mod file;
+mod filtered;
 mod lmdb;
 mod mem;
 mod shm;
@@ -22,11 +27,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use file::FileBackend;
+pub use filtered::FilteredBackend;
 pub use lmdb::LmdbBackend;
 pub use mem::MemBackend;
 pub use shm::ShmBackend;
 
 use crate::error::{Error, Result, printable};
+use crate::filter::Filters;
 use crate::frame::{self, Frame};
 use crate::key::Key;
 use crate::uri::Uri;
@@ -126,7 +133,7 @@ impl<T: Backend + ?Sized> BackendExt for T {}
 /// ```
 pub fn open(uri: &str) -> Result<Arc<dyn Backend>> {
     let parsed = Uri::parse(uri)?;
-    Ok(match parsed.scheme() {
+    let inner: Arc<dyn Backend> = match parsed.scheme() {
         "mem" => Arc::new(MemBackend::from_uri(&parsed)?),
         "file" => Arc::new(FileBackend::from_uri(&parsed)?),
         "lmdb" => Arc::new(LmdbBackend::from_uri(&parsed)?),
@@ -136,5 +143,16 @@ pub fn open(uri: &str) -> Result<Arc<dyn Backend>> {
                 "unknown scheme {other:?} (known: mem, file, lmdb, shm)"
             )));
         }
+    };
+    let filters = Filters::from_specs(
+        parsed.param("compression"),
+        parsed.param("encryption"),
+        None,
+    )
+    .map_err(|e| parsed.invalid(e.to_string()))?;
+    Ok(if filters.is_empty() {
+        inner
+    } else {
+        Arc::new(FilteredBackend::new(inner, filters).with_name(uri))
     })
 }

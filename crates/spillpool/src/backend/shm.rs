@@ -52,7 +52,7 @@ impl ShmBackend {
     }
 
     pub(crate) fn from_uri(uri: &Uri) -> Result<Self> {
-        uri.check_params(&[])?;
+        uri.check_params(&["compression", "encryption"])?;
         Self::open(uri.path()).map_err(|e| uri.invalid(e.to_string()))
     }
 

@@ -7,6 +7,7 @@ use super::Pool;
 use super::policy::{self, EvictionPolicy, Lru};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::filter::{EncryptionKey, Filters};
 use crate::size::parse_size;
 
 /// Default memory bound: 1 GiB.
@@ -34,6 +35,7 @@ pub struct PoolBuilder {
     pub(crate) high_watermark: f64,
     pub(crate) low_watermark: f64,
     pub(crate) background_spill: bool,
+    pub(crate) filters: Filters,
 }
 
 impl Default for PoolBuilder {
@@ -47,6 +49,7 @@ impl Default for PoolBuilder {
             high_watermark: 0.9,
             low_watermark: 0.75,
             background_spill: true,
+            filters: Filters::none(),
         }
     }
 }
@@ -113,9 +116,19 @@ impl PoolBuilder {
         self
     }
 
+    /// Filters for everything written to the disk tier: compression and/or
+    /// encryption (spilled values then read back as copies, not mappings).
+    pub fn filters(mut self, filters: Filters) -> Self {
+        self.filters = filters;
+        self
+    }
+
     /// Applies `SPILLPOOL_MEMORY_LIMIT`, `SPILLPOOL_DISK_LIMIT` (sizes such as
     /// `512MiB` or `2GB`), `SPILLPOOL_SPILL_DIR` (directories separated by `:`)
-    /// and `SPILLPOOL_POLICY` (`lru` or `mru`) where they are set.
+    /// `SPILLPOOL_POLICY` (`lru` or `mru`), `SPILLPOOL_COMPRESSION` (`zstd:3`,
+    /// `lz4`, `gzip`, `none`) and `SPILLPOOL_ENCRYPTION` (`aes-256-gcm`, with the
+    /// key in `SPILLPOOL_ENCRYPTION_KEY` or `SPILLPOOL_ENCRYPTION_KEY_FILE`)
+    /// where they are set.
     ///
     /// Returns [`Error::InvalidConfig`] naming the variable whose value is invalid.
     pub fn from_env(self) -> Result<Self> {
@@ -146,6 +159,34 @@ impl PoolBuilder {
                 what: "SPILLPOOL_POLICY".into(),
                 reason: format!("{v:?} is not a policy (use lru or mru)"),
             })?;
+        }
+        let compression = env_var("SPILLPOOL_COMPRESSION")?;
+        let encryption = env_var("SPILLPOOL_ENCRYPTION")?;
+        if compression.is_some() || encryption.is_some() {
+            let key = if encryption.is_some() {
+                EncryptionKey::from_lookup(&|n| get(n).ok())?.map(Arc::new)
+            } else {
+                None
+            };
+            let named = |what: &str, e: Error| match e {
+                Error::InvalidConfig { reason, .. } => Error::InvalidConfig {
+                    what: what.to_string(),
+                    reason,
+                },
+                other => other,
+            };
+            let c = Filters::from_specs(compression.as_deref(), None, None)
+                .map_err(|e| named("SPILLPOOL_COMPRESSION", e))?;
+            let e = Filters::from_specs(None, encryption.as_deref(), key)
+                .map_err(|e| named("SPILLPOOL_ENCRYPTION", e))?;
+            let mut f = Filters::none();
+            if let Some(c) = c.compression() {
+                f = f.with_compression(c);
+            }
+            if let Some(k) = e.key() {
+                f = f.with_encryption(Arc::clone(k));
+            }
+            self.filters = f;
         }
         Ok(self)
     }

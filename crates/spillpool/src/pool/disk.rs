@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::backend::dir::create_private_dir;
-use crate::backend::{Backend, FileBackend};
+use crate::backend::{Backend, FileBackend, FilteredBackend};
 use crate::error::{Error, Result};
+use crate::filter::Filters;
 use crate::frame;
 use crate::key::Key;
 use crate::size::format_size;
@@ -32,6 +33,8 @@ pub(crate) struct DiskTier {
     /// Held for the pool's life: the OS releases the lock if the process dies.
     locks: Vec<(PathBuf, File)>,
     pub(crate) retained_any: AtomicBool,
+    /// Applied when writing, so the bound is charged what is actually stored.
+    filters: Filters,
 }
 
 fn lock_dir(dir: &Path) -> Result<(PathBuf, File)> {
@@ -68,7 +71,15 @@ impl DiskTier {
         spill_dirs: Vec<PathBuf>,
         backend: Option<Arc<dyn Backend>>,
         limit: u64,
+        filters: Filters,
     ) -> Result<Self> {
+        let filtered = |b: Arc<dyn Backend>| -> Arc<dyn Backend> {
+            if filters.is_empty() {
+                b
+            } else {
+                Arc::new(FilteredBackend::new(b, filters.clone()))
+            }
+        };
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -76,7 +87,7 @@ impl DiskTier {
         let prefix = format!("pool-{}-{nonce:x}/", std::process::id());
         if let Some(backend) = backend {
             return Ok(DiskTier {
-                backend,
+                backend: filtered(backend),
                 limit,
                 used: AtomicU64::new(0),
                 prefix,
@@ -84,6 +95,7 @@ impl DiskTier {
                 dirs: Vec::new(),
                 locks: Vec::new(),
                 retained_any: AtomicBool::new(false),
+                filters,
             });
         }
         let (dirs, owned_dir) = if spill_dirs.is_empty() {
@@ -99,7 +111,7 @@ impl DiskTier {
             locks.push(lock_dir(dir)?);
         }
         // Scratch data: no fsync. A crash loses spilled values, as it loses memory.
-        let backend: Arc<dyn Backend> = Arc::new(FileBackend::open(dirs.clone(), false)?);
+        let backend = filtered(Arc::new(FileBackend::open(dirs.clone(), false)?));
         Ok(DiskTier {
             backend,
             limit,
@@ -109,6 +121,7 @@ impl DiskTier {
             dirs,
             locks,
             retained_any: AtomicBool::new(false),
+            filters,
         })
     }
 
@@ -151,7 +164,8 @@ impl DiskTier {
 
     /// Writes `value` under `id`; returns the bytes stored.
     pub(crate) fn write(&self, id: u64, value: &Value) -> Result<u64> {
-        let frame = frame::encode(value)?;
+        let key = self.key(id);
+        let frame = frame::encode_filtered(value, &self.filters, &key)?;
         let len = frame.len() as u64;
         let reserved = self
             .used
@@ -161,7 +175,7 @@ impl DiskTier {
         if reserved.is_err() {
             return Err(self.full(len));
         }
-        match self.backend.put(&self.key(id), frame) {
+        match self.backend.put(&key, frame) {
             Ok(()) => Ok(len),
             Err(e) => {
                 self.used.fetch_sub(len, Ordering::AcqRel);

@@ -223,7 +223,7 @@ impl Pool {
     }
 
     fn start(b: PoolBuilder) -> Result<Pool> {
-        let disk = DiskTier::open(b.spill_dirs, b.disk_backend, b.disk_limit)?;
+        let disk = DiskTier::open(b.spill_dirs, b.disk_backend, b.disk_limit, b.filters)?;
         let limit = b.memory_limit;
         let inner = Arc::new(Inner {
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),

@@ -1,0 +1,793 @@
+//! Filters: compression and authenticated encryption of frame payloads.
+//!
+//! A filtered payload is cut into chunks (1 MiB of raw bytes by default)
+//! that are compressed and then sealed independently, in parallel on all
+//! cores. The chain and its parameters are recorded in the frame header (the
+//! filter descriptor, see `docs/FORMAT.md`), so reading is self-describing:
+//! any reader undoes compression; only encryption needs the key.
+//!
+//! Each sealed chunk is authenticated (AES-256-GCM) with a unique nonce, and
+//! with associated data that binds the storage key, the frame's kind and raw
+//! length, the whole descriptor (codec, chunk size, chunk count, key id,
+//! nonce base) and the chunk's index. Reordering, dropping, truncating or
+//! swapping chunks between values, editing the descriptor, or moving the
+//! frame to another key all fail authentication. The header holds the key's
+//! identifier, never the key, so a wrong key is reported as such.
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_buffer::MutableBuffer;
+use rayon::prelude::*;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::error::{Error, Result, printable};
+use crate::key::Key;
+
+/// Bytes of the filter descriptor in the frame header.
+pub const DESCRIPTOR_LEN: usize = 48;
+/// Default raw bytes per chunk.
+pub const DEFAULT_CHUNK_SIZE: usize = 1 << 20;
+const MIN_CHUNK: usize = 4 << 10;
+const MAX_CHUNK: usize = 64 << 20;
+const TAG_LEN: usize = 16;
+const CHAIN_FORMAT: u8 = 1;
+/// Compression is kept only if the sample shrinks to at most this fraction.
+const WORTHWHILE_RATIO: f64 = 0.9;
+
+/// A compression codec, named as in configuration: `zstd`, `zstd:LEVEL`, `lz4`, `gzip`, `gzip:LEVEL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Zstandard at a level (1–22; negative levels are faster).
+    Zstd(i32),
+    /// LZ4 block format.
+    Lz4,
+    /// gzip (DEFLATE) at a level (0–9).
+    Gzip(u32),
+}
+
+impl Compression {
+    fn code(self) -> u8 {
+        match self {
+            Compression::Zstd(_) => 1,
+            Compression::Lz4 => 2,
+            Compression::Gzip(_) => 3,
+        }
+    }
+
+    fn compress(self, input: &[u8]) -> std::io::Result<Vec<u8>> {
+        match self {
+            Compression::Zstd(level) => zstd::bulk::compress(input, level),
+            Compression::Lz4 => Ok(lz4_flex::block::compress(input)),
+            Compression::Gzip(level) => {
+                use std::io::Write;
+                let mut e = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(input.len() / 2),
+                    flate2::Compression::new(level),
+                );
+                e.write_all(input)?;
+                e.finish()
+            }
+        }
+    }
+}
+
+/// Undoes codec `code` from `input` into exactly `out.len()` bytes.
+fn decompress(code: u8, input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
+    let produced = match code {
+        1 => zstd::bulk::decompress_to_buffer(input, out).map_err(|e| format!("zstd: {e}"))?,
+        2 => lz4_flex::block::decompress_into(input, out).map_err(|e| format!("lz4: {e}"))?,
+        3 => {
+            let mut d = flate2::read::GzDecoder::new(input);
+            d.read_exact(out).map_err(|e| format!("gzip: {e}"))?;
+            let mut extra = [0u8; 1];
+            if d.read(&mut extra).map_err(|e| format!("gzip: {e}"))? != 0 {
+                return Err("gzip: more data than the chunk holds".into());
+            }
+            out.len()
+        }
+        other => return Err(format!("unknown codec {other}")),
+    };
+    if produced != out.len() {
+        return Err(format!(
+            "chunk decompressed to {produced} bytes, expected {}",
+            out.len()
+        ));
+    }
+    Ok(())
+}
+
+impl FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidConfig {
+            what: format!("compression {s:?}"),
+            reason,
+        };
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (s, None),
+        };
+        let level_i32 = |default: i32| -> Result<i32> {
+            level.map_or(Ok(default), |l| {
+                l.parse()
+                    .map_err(|_| bad(format!("level {l:?} is not a number")))
+            })
+        };
+        match name.to_ascii_lowercase().as_str() {
+            "zstd" => {
+                let l = level_i32(3)?;
+                if !(-7..=22).contains(&l) {
+                    return Err(bad("zstd levels run from -7 to 22".into()));
+                }
+                Ok(Compression::Zstd(l))
+            }
+            "lz4" if level.is_none() => Ok(Compression::Lz4),
+            "gzip" => {
+                let l = level_i32(6)?;
+                if !(0..=9).contains(&l) {
+                    return Err(bad("gzip levels run from 0 to 9".into()));
+                }
+                Ok(Compression::Gzip(l as u32))
+            }
+            _ => Err(bad("use zstd, zstd:LEVEL, lz4, gzip or gzip:LEVEL".into())),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+            Compression::Lz4 => f.write_str("lz4"),
+            Compression::Gzip(l) => write!(f, "gzip:{l}"),
+        }
+    }
+}
+
+/// A 256-bit AES-GCM key. Its `Debug` and `Display` show only its identifier.
+///
+/// ```
+/// use spillpool::filter::EncryptionKey;
+/// let key = EncryptionKey::from_hex(&"ab".repeat(32)).unwrap();
+/// assert!(!format!("{key:?}").contains("abab"));
+/// assert!(EncryptionKey::from_hex("too short").is_err());
+/// ```
+pub struct EncryptionKey {
+    key: LessSafeKey,
+    id: [u8; 8],
+}
+
+impl EncryptionKey {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[b"spillpool key id v1\0".as_slice(), bytes.as_slice()].concat(),
+        );
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest.as_ref()[..8]);
+        // AES-256 accepts any 32 bytes: this cannot fail.
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!());
+        EncryptionKey {
+            key: LessSafeKey::new(unbound),
+            id,
+        }
+    }
+
+    /// A key from 64 hexadecimal characters. The error never repeats the input.
+    pub fn from_hex(hex: &str) -> Result<Self> {
+        let hex = hex.trim();
+        let bad = || Error::InvalidConfig {
+            what: "encryption key".into(),
+            reason: "expected 64 hexadecimal characters (32 bytes)".into(),
+        };
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// The key from `SPILLPOOL_ENCRYPTION_KEY` (64 hex characters) or the
+    /// file named by `SPILLPOOL_ENCRYPTION_KEY_FILE`; `None` if neither is set.
+    pub fn from_env() -> Result<Option<Self>> {
+        Self::from_lookup(&|n| std::env::var(n).ok())
+    }
+
+    pub(crate) fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        let named = |what: &str, e: Error| match e {
+            Error::InvalidConfig { reason, .. } => Error::InvalidConfig {
+                what: what.to_string(),
+                reason,
+            },
+            other => other,
+        };
+        if let Some(hex) = get("SPILLPOOL_ENCRYPTION_KEY").filter(|v| !v.is_empty()) {
+            return Self::from_hex(&hex)
+                .map(Some)
+                .map_err(|e| named("SPILLPOOL_ENCRYPTION_KEY", e));
+        }
+        if let Some(path) = get("SPILLPOOL_ENCRYPTION_KEY_FILE").filter(|v| !v.is_empty()) {
+            let text = std::fs::read_to_string(Path::new(&path))
+                .map_err(|e| Error::io("read key file", &path, e))?;
+            return Self::from_hex(&text)
+                .map(Some)
+                .map_err(|e| named(&format!("SPILLPOOL_ENCRYPTION_KEY_FILE ({path})"), e));
+        }
+        Ok(None)
+    }
+
+    /// The key's public identifier (a hash), stored in frame headers.
+    pub fn id(&self) -> [u8; 8] {
+        self.id
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EncryptionKey(id={})", hex(&self.id))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The filters to apply on write.
+///
+/// ```
+/// use spillpool::filter::{Compression, Filters};
+/// let f = Filters::none().with_compression(Compression::Zstd(3));
+/// assert!(!f.is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct Filters {
+    compression: Option<Compression>,
+    encryption: Option<Arc<EncryptionKey>>,
+    chunk_size: usize,
+}
+
+impl fmt::Debug for Filters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Filters")
+            .field("compression", &self.compression)
+            .field("encryption", &self.encryption)
+            .field("chunk_size", &self.chunk_size())
+            .finish()
+    }
+}
+
+impl Filters {
+    /// No filters.
+    pub fn none() -> Self {
+        Filters::default()
+    }
+
+    /// Compress with `c`.
+    pub fn with_compression(mut self, c: Compression) -> Self {
+        self.compression = Some(c);
+        self
+    }
+
+    /// Encrypt with AES-256-GCM under `key`.
+    pub fn with_encryption(mut self, key: Arc<EncryptionKey>) -> Self {
+        self.encryption = Some(key);
+        self
+    }
+
+    /// Raw bytes per chunk (clamped to 4 KiB – 64 MiB; default 1 MiB).
+    pub fn with_chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = bytes.clamp(MIN_CHUNK, MAX_CHUNK);
+        self
+    }
+
+    /// Whether no filter is configured.
+    pub fn is_empty(&self) -> bool {
+        self.compression.is_none() && self.encryption.is_none()
+    }
+
+    /// The compression, if any.
+    pub fn compression(&self) -> Option<Compression> {
+        self.compression
+    }
+
+    /// The encryption key, if any (also used to read).
+    pub fn key(&self) -> Option<&Arc<EncryptionKey>> {
+        self.encryption.as_ref()
+    }
+
+    fn chunk_size(&self) -> usize {
+        if self.chunk_size == 0 {
+            DEFAULT_CHUNK_SIZE
+        } else {
+            self.chunk_size
+        }
+    }
+
+    /// Filters from a compression spec (`zstd:3`, or `none`) and an encryption
+    /// spec (`aes-256-gcm`, or `none`); the key for encryption comes from
+    /// `key`, or else from the environment (never from configuration text).
+    pub fn from_specs(
+        compression: Option<&str>,
+        encryption: Option<&str>,
+        key: Option<Arc<EncryptionKey>>,
+    ) -> Result<Self> {
+        let mut f = Filters::none();
+        if let Some(c) = compression.filter(|c| !c.eq_ignore_ascii_case("none")) {
+            f = f.with_compression(c.parse()?);
+        }
+        match encryption.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("none") => {}
+            Some("aes-256-gcm") => {
+                let key = match key {
+                    Some(k) => k,
+                    None => Arc::new(EncryptionKey::from_env()?.ok_or_else(|| Error::InvalidConfig {
+                        what: "encryption".into(),
+                        reason: "aes-256-gcm needs a key: set SPILLPOOL_ENCRYPTION_KEY (64 hex characters) or SPILLPOOL_ENCRYPTION_KEY_FILE".into(),
+                    })?),
+                };
+                f = f.with_encryption(key);
+            }
+            Some(other) => {
+                return Err(Error::InvalidConfig {
+                    what: format!("encryption {other:?}"),
+                    reason: "the supported cipher is aes-256-gcm".into(),
+                });
+            }
+        }
+        Ok(f)
+    }
+
+    /// Filters `payload` (raw bytes of a frame of `kind`) for storage under `key`.
+    /// Returns the descriptor and the stored payload (64-byte aligned).
+    pub(crate) fn apply(
+        &self,
+        payload: &[u8],
+        kind: u8,
+        key: &Key,
+    ) -> Result<(Vec<u8>, MutableBuffer)> {
+        let chunk_size = self.chunk_size();
+        let chunks: Vec<&[u8]> = payload.chunks(chunk_size).collect();
+        // Adaptive: compress samples first; keep compression only if it pays.
+        let codec = self.compression.filter(|c| compression_pays(*c, payload));
+        let mut desc = vec![0u8; DESCRIPTOR_LEN];
+        desc[0] = CHAIN_FORMAT;
+        desc[1] = codec.map_or(0, Compression::code);
+        desc[2] = u8::from(self.encryption.is_some());
+        desc[4..8].copy_from_slice(&(chunk_size as u32).to_le_bytes());
+        desc[8..12].copy_from_slice(&(chunks.len() as u32).to_le_bytes());
+        // End to end: what comes out of undoing the filters must be what went in.
+        desc[36..44].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(payload).to_le_bytes());
+        if let Some(k) = &self.encryption {
+            desc[16..24].copy_from_slice(&k.id);
+            SystemRandom::new()
+                .fill(&mut desc[24..36])
+                .map_err(|_| Error::InvalidValue {
+                    reason: "no randomness for a nonce".into(),
+                })?;
+        }
+        let compressed: Vec<Option<Vec<u8>>> = match codec {
+            Some(c) => chunks
+                .par_iter()
+                .map(|chunk| c.compress(chunk).map(Some))
+                .collect::<std::io::Result<_>>()
+                .map_err(|e| Error::InvalidValue {
+                    reason: format!("{c} compression: {e}"),
+                })?,
+            None => vec![None; chunks.len()],
+        };
+        let tag = if self.encryption.is_some() {
+            TAG_LEN
+        } else {
+            0
+        };
+        let sizes: Vec<usize> = chunks
+            .iter()
+            .zip(&compressed)
+            .map(|(raw, c)| c.as_ref().map_or(raw.len(), Vec::len) + tag)
+            .collect();
+        let table_len = 4 * chunks.len();
+        let total = table_len + sizes.iter().sum::<usize>();
+        let mut out = MutableBuffer::from_len_zeroed(total);
+        let buf = out.as_slice_mut();
+        for (i, size) in sizes.iter().enumerate() {
+            buf[4 * i..4 * i + 4].copy_from_slice(&(*size as u32).to_le_bytes());
+        }
+        let mut slots: Vec<&mut [u8]> = Vec::with_capacity(chunks.len());
+        let mut rest = &mut buf[table_len..];
+        for size in &sizes {
+            let (slot, tail) = rest.split_at_mut(*size);
+            slots.push(slot);
+            rest = tail;
+        }
+        let aad_base = aad_prefix(key, kind, payload.len() as u64, &desc);
+        let cipher = self.encryption.as_deref();
+        slots
+            .into_par_iter()
+            .enumerate()
+            .try_for_each(|(i, slot)| {
+                let body = compressed[i].as_deref().unwrap_or(chunks[i]);
+                let (data, tag_slot) = slot.split_at_mut(body.len());
+                data.copy_from_slice(body);
+                if let Some(k) = cipher {
+                    let t = k
+                        .key
+                        .seal_in_place_separate_tag(nonce(&desc, i), aad(&aad_base, i), data)
+                        .map_err(|_| ())?;
+                    tag_slot.copy_from_slice(t.as_ref());
+                }
+                Ok::<(), ()>(())
+            })
+            .map_err(|()| Error::InvalidValue {
+                reason: "encryption failed".into(),
+            })?;
+        Ok((desc, out))
+    }
+}
+
+/// Compresses up to four 64 KiB slices spread over `payload` (the start of
+/// a table's payload is often offsets, unlike the rest) and says whether
+/// they shrink to [`WORTHWHILE_RATIO`] or better.
+fn compression_pays(c: Compression, payload: &[u8]) -> bool {
+    const SAMPLE: usize = 64 << 10;
+    if payload.len() <= 4 * SAMPLE {
+        return c
+            .compress(payload)
+            .is_ok_and(|out| out.len() as f64 <= payload.len() as f64 * WORTHWHILE_RATIO);
+    }
+    let step = (payload.len() - SAMPLE) / 3;
+    let (mut raw, mut packed) = (0usize, 0usize);
+    for i in 0..4 {
+        let slice = &payload[i * step..i * step + SAMPLE];
+        match c.compress(slice) {
+            Ok(out) => {
+                raw += slice.len();
+                packed += out.len();
+            }
+            Err(_) => return false,
+        }
+    }
+    packed as f64 <= raw as f64 * WORTHWHILE_RATIO
+}
+
+fn aad_prefix(key: &Key, kind: u8, raw_len: u64, desc: &[u8]) -> Vec<u8> {
+    let k = key.as_str().as_bytes();
+    let mut a = Vec::with_capacity(k.len() + 64);
+    a.extend_from_slice(&(k.len() as u32).to_le_bytes());
+    a.extend_from_slice(k);
+    a.push(kind);
+    a.extend_from_slice(&raw_len.to_le_bytes());
+    a.extend_from_slice(desc);
+    a
+}
+
+fn aad(base: &[u8], index: usize) -> Aad<Vec<u8>> {
+    let mut a = base.to_vec();
+    a.extend_from_slice(&(index as u64).to_le_bytes());
+    Aad::from(a)
+}
+
+/// The chunk's nonce: the value's random 96-bit base with the index XORed into its last 4 bytes.
+fn nonce(desc: &[u8], index: usize) -> Nonce {
+    let mut n = [0u8; NONCE_LEN];
+    n.copy_from_slice(&desc[24..36]);
+    for (b, i) in n[8..].iter_mut().zip((index as u32).to_le_bytes()) {
+        *b ^= i;
+    }
+    Nonce::assume_unique_for_key(n)
+}
+
+/// Limits on what a decoder will allocate for one value.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// The largest raw (unfiltered) payload accepted, in bytes.
+    pub max_raw_len: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_raw_len: 1 << 40,
+        }
+    }
+}
+
+/// Undoes the filters of a stored payload into `out`, which must be `raw_len` long.
+///
+/// `desc` is the frame's filter descriptor; `kind` and `out.len()` come from
+/// the (checksummed) header. Errors: [`Error::KeyRequired`],
+/// [`Error::WrongKey`], and [`Error::Corrupt`] for anything that does not
+/// check out — never wrong data. Returns the raw data's (verified) xxh3-64.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn undo(
+    desc: &[u8],
+    stored: &[u8],
+    kind: u8,
+    out: &mut [u8],
+    key: &Key,
+    location: &str,
+    cipher_key: Option<&EncryptionKey>,
+) -> Result<u64> {
+    let corrupt = |reason: String| Error::Corrupt {
+        key: printable(key.as_str()),
+        location: location.to_string(),
+        reason,
+    };
+    if desc.len() != DESCRIPTOR_LEN || desc[0] != CHAIN_FORMAT {
+        return Err(corrupt(format!(
+            "unknown filter chain (format {}, {} bytes)",
+            desc.first().copied().unwrap_or(0),
+            desc.len()
+        )));
+    }
+    let codec = desc[1];
+    if codec > 3 {
+        return Err(corrupt(format!("unknown codec {codec}")));
+    }
+    let encrypted = match desc[2] {
+        0 => false,
+        1 => true,
+        other => return Err(corrupt(format!("unknown cipher {other}"))),
+    };
+    let chunk_size = u32::from_le_bytes([desc[4], desc[5], desc[6], desc[7]]) as usize;
+    let count = u32::from_le_bytes([desc[8], desc[9], desc[10], desc[11]]) as usize;
+    if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
+        return Err(corrupt(format!("chunk size {chunk_size} out of range")));
+    }
+    if count != out.len().div_ceil(chunk_size) {
+        return Err(corrupt(format!(
+            "{count} chunks cannot hold {} bytes",
+            out.len()
+        )));
+    }
+    let cipher = if encrypted {
+        let k = cipher_key.ok_or_else(|| Error::KeyRequired {
+            key: printable(key.as_str()),
+            location: location.to_string(),
+        })?;
+        if k.id[..] != desc[16..24] {
+            return Err(Error::WrongKey {
+                key: printable(key.as_str()),
+                location: location.to_string(),
+                stored_key_id: hex(&desc[16..24]),
+            });
+        }
+        Some(k)
+    } else {
+        None
+    };
+    let table_len = count
+        .checked_mul(4)
+        .filter(|&t| t <= stored.len())
+        .ok_or_else(|| {
+            corrupt(format!(
+                "chunk table of {count} entries exceeds the {}-byte payload",
+                stored.len()
+            ))
+        })?;
+    let mut ranges = Vec::with_capacity(count);
+    let mut at = table_len;
+    for i in 0..count {
+        let len = u32::from_le_bytes([
+            stored[4 * i],
+            stored[4 * i + 1],
+            stored[4 * i + 2],
+            stored[4 * i + 3],
+        ]) as usize;
+        let end = at
+            .checked_add(len)
+            .filter(|&e| e <= stored.len())
+            .ok_or_else(|| corrupt(format!("chunk {i} runs past the payload")))?;
+        if encrypted && len < TAG_LEN {
+            return Err(corrupt(format!("chunk {i} is shorter than its tag")));
+        }
+        ranges.push(at..end);
+        at = end;
+    }
+    if at != stored.len() {
+        return Err(corrupt(format!(
+            "{} bytes after the last chunk",
+            stored.len() - at
+        )));
+    }
+    let aad_base = aad_prefix(key, kind, out.len() as u64, desc);
+    let raw_sum = u64::from_le_bytes([
+        desc[36], desc[37], desc[38], desc[39], desc[40], desc[41], desc[42], desc[43],
+    ]);
+    out.par_chunks_mut(chunk_size)
+        .zip(ranges.into_par_iter())
+        .enumerate()
+        .try_for_each(|(i, (dst, range))| -> std::result::Result<(), String> {
+            let sealed = &stored[range];
+            let auth_failed =
+                || format!("chunk {i} failed authentication (tampered, reordered or moved)");
+            match (cipher, codec) {
+                // Encrypted, uncompressed: decrypt in place in the output, no temporary.
+                (Some(k), 0) => {
+                    let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+                    if ct.len() != dst.len() {
+                        return Err(format!(
+                            "chunk {i} holds {} bytes, expected {}",
+                            ct.len(),
+                            dst.len()
+                        ));
+                    }
+                    dst.copy_from_slice(ct);
+                    let tag = Tag::try_from(tag).map_err(|_| auth_failed())?;
+                    k.key
+                        .open_in_place_separate_tag(
+                            nonce(desc, i),
+                            aad(&aad_base, i),
+                            tag,
+                            dst,
+                            0..,
+                        )
+                        .map_err(|_| auth_failed())?;
+                    Ok(())
+                }
+                (Some(k), codec) => {
+                    let mut opened = sealed.to_vec();
+                    let plain = k
+                        .key
+                        .open_in_place(nonce(desc, i), aad(&aad_base, i), &mut opened)
+                        .map_err(|_| auth_failed())?;
+                    decompress(codec, plain, dst).map_err(|e| format!("chunk {i}: {e}"))
+                }
+                (None, 0) => {
+                    if sealed.len() != dst.len() {
+                        return Err(format!(
+                            "chunk {i} holds {} bytes, expected {}",
+                            sealed.len(),
+                            dst.len()
+                        ));
+                    }
+                    dst.copy_from_slice(sealed);
+                    Ok(())
+                }
+                (None, codec) => {
+                    decompress(codec, sealed, dst).map_err(|e| format!("chunk {i}: {e}"))
+                }
+            }
+        })
+        .map_err(corrupt)?;
+    if xxhash_rust::xxh3::xxh3_64(out) != raw_sum {
+        return Err(corrupt(
+            "checksum of the data after undoing the filters does not match".into(),
+        ));
+    }
+    Ok(raw_sum)
+}
+
+/// What a descriptor says, for people and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The codec actually used (`None`: stored uncompressed, also when compression did not pay).
+    pub compression: Option<&'static str>,
+    /// Whether the payload is encrypted.
+    pub encrypted: bool,
+    /// Number of chunks.
+    pub chunks: u32,
+}
+
+/// Reads a filter descriptor (from [`crate::frame::Header::filters`]).
+pub fn describe(desc: &[u8]) -> Option<Applied> {
+    if desc.len() != DESCRIPTOR_LEN || desc[0] != CHAIN_FORMAT {
+        return None;
+    }
+    Some(Applied {
+        compression: match desc[1] {
+            1 => Some("zstd"),
+            2 => Some("lz4"),
+            3 => Some("gzip"),
+            _ => None,
+        },
+        encrypted: desc[2] == 1,
+        chunks: u32::from_le_bytes([desc[8], desc[9], desc[10], desc[11]]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!(
+            "zstd".parse::<Compression>().ok(),
+            Some(Compression::Zstd(3))
+        );
+        assert_eq!(
+            "zstd:19".parse::<Compression>().ok(),
+            Some(Compression::Zstd(19))
+        );
+        assert_eq!("LZ4".parse::<Compression>().ok(), Some(Compression::Lz4));
+        assert_eq!(
+            "gzip:1".parse::<Compression>().ok(),
+            Some(Compression::Gzip(1))
+        );
+        for bad in ["zstd:99", "zstd:x", "gzip:12", "brotli", "lz4:3", ""] {
+            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
+        let key = Arc::new(EncryptionKey::from_bytes(&[7; 32]));
+        let f = Filters::from_specs(Some("none"), Some("aes-256-gcm"), Some(key));
+        assert!(f.is_ok_and(|f| f.compression.is_none() && f.encryption.is_some()));
+        assert!(Filters::from_specs(None, Some("rot13"), None).is_err());
+    }
+
+    #[test]
+    fn keys_come_from_the_environment_and_never_show() {
+        let secret = "0123456789abcdef".repeat(4);
+        let k = EncryptionKey::from_lookup(&|n| {
+            (n == "SPILLPOOL_ENCRYPTION_KEY").then(|| secret.clone())
+        });
+        let k = k.ok().flatten().unwrap_or_else(|| panic!("no key"));
+        assert!(!format!("{k:?}").contains("0123"));
+        let bad = EncryptionKey::from_lookup(&|n| {
+            (n == "SPILLPOOL_ENCRYPTION_KEY").then(|| "zz".repeat(32))
+        });
+        let msg = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.contains("SPILLPOOL_ENCRYPTION_KEY") && !msg.contains("zzzz"),
+            "{msg}"
+        );
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("key");
+        std::fs::write(&file, format!("{secret}\n")).unwrap_or_else(|e| panic!("{e}"));
+        let path = file.display().to_string();
+        let from_file = EncryptionKey::from_lookup(&|n| {
+            (n == "SPILLPOOL_ENCRYPTION_KEY_FILE").then(|| path.clone())
+        });
+        assert_eq!(from_file.ok().flatten().map(|f| f.id()), Some(k.id()));
+        assert!(EncryptionKey::from_lookup(&|_| None).is_ok_and(|k| k.is_none()));
+    }
+
+    #[test]
+    fn round_trips_every_combination_and_chunk_boundary() {
+        let key = Key::new("k").unwrap_or_else(|e| panic!("{e}"));
+        let ek = Arc::new(EncryptionKey::from_bytes(&[1; 32]));
+        let text: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("row {} ", i % 977).into_bytes())
+            .collect();
+        for codec in [
+            None,
+            Some(Compression::Zstd(1)),
+            Some(Compression::Lz4),
+            Some(Compression::Gzip(1)),
+        ] {
+            for enc in [false, true] {
+                for len in [
+                    0usize,
+                    1,
+                    MIN_CHUNK,
+                    MIN_CHUNK + 1,
+                    3 * MIN_CHUNK,
+                    text.len(),
+                ] {
+                    let mut f = Filters::none().with_chunk_size(MIN_CHUNK);
+                    if let Some(c) = codec {
+                        f = f.with_compression(c);
+                    }
+                    if enc {
+                        f = f.with_encryption(Arc::clone(&ek));
+                    }
+                    let (desc, stored) = f
+                        .apply(&text[..len], 1, &key)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let mut out = vec![0u8; len];
+                    undo(&desc, stored.as_slice(), 1, &mut out, &key, "t", Some(&ek))
+                        .unwrap_or_else(|e| panic!("{codec:?} {enc} {len}: {e}"));
+                    assert!(out == text[..len], "{codec:?} {enc} {len}");
+                }
+            }
+        }
+    }
+}
