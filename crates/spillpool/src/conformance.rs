@@ -579,3 +579,36 @@ pub fn mapped_file_at(addr: usize) -> Option<String> {
         }
     })
 }
+
+/// Recomputes a frame's payload checksum, stored length and header checksum
+/// in place, so that only deeper checks (authentication, the raw checksum,
+/// the Arrow decoder) can catch a change made to it. Frames whose header is
+/// too damaged to say where things are are left as they are.
+pub fn reseal(frame: &mut [u8]) {
+    use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+    if frame.len() < frame::HEADER_LEN {
+        return;
+    }
+    let filter_len = u32::from_le_bytes([frame[12], frame[13], frame[14], frame[15]]) as usize;
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&frame[16..24]);
+    let offset = u64::from_le_bytes(off);
+    let Some(stored) = usize::try_from(offset)
+        .ok()
+        .and_then(|o| frame.len().checked_sub(o))
+    else {
+        return;
+    };
+    if frame::HEADER_LEN.saturating_add(filter_len) > frame.len() {
+        return;
+    }
+    let offset = frame.len() - stored;
+    frame[24..32].copy_from_slice(&(stored as u64).to_le_bytes());
+    let sum = xxh3_64(&frame[offset..]);
+    frame[40..48].copy_from_slice(&sum.to_le_bytes());
+    let mut h = Xxh3::new();
+    h.update(&frame[..56]);
+    h.update(&frame[frame::HEADER_LEN..frame::HEADER_LEN + filter_len]);
+    let header_sum = h.digest();
+    frame[56..64].copy_from_slice(&header_sum.to_le_bytes());
+}

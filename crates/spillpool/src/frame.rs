@@ -528,6 +528,55 @@ fn block_range(block: &Block, len: usize) -> Result<(usize, usize), String> {
     }
 }
 
+/// Checks that every buffer an IPC message (record batch or dictionary)
+/// declares lies inside its body, before arrow slices it: arrow-ipc panics
+/// on out-of-range buffers (found by the fuzz target), and a decoder that
+/// must never panic cannot rely on catching that.
+fn check_message_buffers(block_bytes: &[u8], meta_len: usize) -> Result<(), String> {
+    let meta = block_bytes
+        .get(..meta_len)
+        .ok_or("metadata runs past the block")?;
+    let word = |at: usize| -> Option<usize> {
+        let b = meta.get(at..at + 4)?;
+        usize::try_from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+    };
+    // An encapsulated message: [0xFFFFFFFF] length flatbuffer, or the legacy length flatbuffer.
+    let (start, len): (usize, usize) = if meta.get(..4) == Some(&[0xff; 4][..]) {
+        (8, word(4).ok_or("bad message length")?)
+    } else {
+        (4, word(0).ok_or("bad message length")?)
+    };
+    let fb = meta
+        .get(start..start.saturating_add(len))
+        .ok_or("message runs past its metadata")?;
+    let message = arrow_ipc::root_as_message(fb).map_err(|e| format!("message: {e}"))?;
+    let batch = match message.header_type() {
+        arrow_ipc::MessageHeader::RecordBatch => message.header_as_record_batch(),
+        arrow_ipc::MessageHeader::DictionaryBatch => {
+            message.header_as_dictionary_batch().and_then(|d| d.data())
+        }
+        _ => None,
+    };
+    let body_len = block_bytes.len() - meta_len;
+    if let Some(buffers) = batch.and_then(|b| b.buffers()) {
+        for b in buffers.iter() {
+            let ok = u64::try_from(b.offset())
+                .ok()
+                .zip(u64::try_from(b.length()).ok())
+                .and_then(|(o, l)| o.checked_add(l))
+                .is_some_and(|end| end <= body_len as u64);
+            if !ok {
+                return Err(format!(
+                    "buffer at {}+{} lies outside the {body_len}-byte message body",
+                    b.offset(),
+                    b.length()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes an Arrow IPC file held in `buf` without copying its buffers.
 pub(crate) fn decode_ipc_file(buf: &Buffer) -> Result<Table, String> {
     let n = buf.len();
@@ -547,6 +596,7 @@ pub(crate) fn decode_ipc_file(buf: &Buffer) -> Result<Table, String> {
     let mut decoder = FileDecoder::new(Arc::clone(&schema), footer.version());
     for block in footer.dictionaries().iter().flatten() {
         let (offset, len) = block_range(block, n)?;
+        check_message_buffers(&buf[offset..offset + len], block.metaDataLength() as usize)?;
         decoder
             .read_dictionary(block, &buf.slice_with_length(offset, len))
             .map_err(|e| e.to_string())?;
@@ -554,6 +604,7 @@ pub(crate) fn decode_ipc_file(buf: &Buffer) -> Result<Table, String> {
     let mut batches: Vec<RecordBatch> = Vec::new();
     for block in footer.recordBatches().iter().flatten() {
         let (offset, len) = block_range(block, n)?;
+        check_message_buffers(&buf[offset..offset + len], block.metaDataLength() as usize)?;
         if let Some(batch) = decoder
             .read_record_batch(block, &buf.slice_with_length(offset, len))
             .map_err(|e| e.to_string())?

@@ -5,12 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use spillpool::conformance::{self, Expect, pattern};
+use spillpool::conformance::{self, Expect, pattern, reseal};
 use spillpool::filter::{self, Compression, DecodeLimits, EncryptionKey, Filters};
 use spillpool::frame::{self, HEADER_LEN};
 use spillpool::pool::Pool;
 use spillpool::{Backend, BackendExt, Error, FileBackend, FilteredBackend, Key, MemBackend, Value};
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 const MARKER: &[u8] = b"PLAINTEXT-MARKER-7f3a";
 
@@ -85,27 +84,6 @@ fn every_filter_combination_conforms() {
         let b = FilteredBackend::new(ok(spillpool::open(&uri)), f.clone());
         conformance::run_all_expecting(&b, "c/", loose);
     }
-}
-
-/// Recomputes both checksums, so only authentication can catch what was changed.
-fn reseal(frame: &mut [u8]) {
-    let filter_len = u32::from_le_bytes([frame[12], frame[13], frame[14], frame[15]]) as usize;
-    let offset = u64::from_le_bytes(frame[16..24].try_into().unwrap_or([0; 8])) as usize;
-    // A mutated header may point anywhere: then there is nothing sensible to reseal.
-    let Some(stored) = frame.len().checked_sub(offset) else {
-        return;
-    };
-    if HEADER_LEN + filter_len > frame.len() {
-        return;
-    }
-    frame[24..32].copy_from_slice(&(stored as u64).to_le_bytes());
-    let sum = xxh3_64(&frame[offset..]);
-    frame[40..48].copy_from_slice(&sum.to_le_bytes());
-    let mut h = Xxh3::new();
-    h.update(&frame[..56]);
-    h.update(&frame[HEADER_LEN..HEADER_LEN + filter_len]);
-    let hs = h.digest();
-    frame[56..64].copy_from_slice(&hs.to_le_bytes());
 }
 
 struct Encrypted {
@@ -456,4 +434,40 @@ fn mutated_frames_never_panic_or_lie() {
         }
     }
     assert!(errors > 1500, "mutations were not caught: {errors}");
+}
+
+/// Inputs the cargo-fuzz target found that crashed arrow-ipc, kept as fixtures
+/// (first byte: odd = reseal the checksums first, as the fuzz target does).
+#[test]
+fn fuzz_findings_stay_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let limits = DecodeLimits {
+        max_raw_len: 16 << 20,
+    };
+    let ek = secret(7);
+    let k = key("fuzz");
+    for (name, panic_allowed) in [
+        ("ipc-buffer-out-of-range", false),
+        ("ipc-schema-type-none", true),
+    ] {
+        let data = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (mode, rest) = data
+            .split_first()
+            .unwrap_or_else(|| panic!("{name} is empty"));
+        let mut bytes = rest.to_vec();
+        if mode & 1 == 1 {
+            reseal(&mut bytes);
+        }
+        match frame::decode_with(Bytes::from(bytes), &k, "fixture", Some(&ek), limits) {
+            // Buffer ranges are checked before arrow sees them; the schema
+            // converter's panics are contained by catch_unwind.
+            Err(Error::Corrupt { reason, .. }) => {
+                assert!(
+                    panic_allowed || !reason.contains("panic"),
+                    "{name}: {reason}"
+                );
+            }
+            other => panic!("{name}: expected Corrupt, got {other:?}"),
+        }
+    }
 }
