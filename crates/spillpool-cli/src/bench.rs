@@ -25,6 +25,8 @@ enum Suite {
     /// The cost of each filter (compression, encryption, both) on incompressible
     /// and categorical tables, beside the codecs called directly.
     Filters(crate::bench_filters::FiltersBench),
+    /// Register many small CSV files (ns per file), then time first reads of a sample.
+    Lazy(crate::bench_lazy::LazyBench),
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +70,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.suite {
         Suite::Pool(a) => bench_pool(a),
         Suite::Filters(a) => crate::bench_filters::run(a),
+        Suite::Lazy(a) => crate::bench_lazy::run(a),
     }
 }
 

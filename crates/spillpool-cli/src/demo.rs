@@ -27,6 +27,8 @@ pub struct DemoArgs {
 enum DemoKind {
     /// Store and read back blobs and tables on every backend (mem, file, lmdb, shm).
     Backends(demo_backends::BackendsArgs),
+    /// Register every table file of a directory or glob, then read a sample.
+    Lazy(crate::demo_lazy::LazyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +53,7 @@ pub struct PoolDemoArgs {
 pub fn run(args: DemoArgs) -> Result<()> {
     match args.which {
         Some(DemoKind::Backends(a)) => demo_backends::run(a),
+        Some(DemoKind::Lazy(a)) => crate::demo_lazy::run(a),
         None => run_pool(args.pool),
     }
 }

@@ -2,8 +2,10 @@
 
 mod bench;
 mod bench_filters;
+mod bench_lazy;
 mod demo;
 mod demo_backends;
+mod demo_lazy;
 mod kv;
 mod rss;
 

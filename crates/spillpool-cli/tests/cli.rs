@@ -605,3 +605,47 @@ fn uri_filters_compress_and_encrypt_with_the_key_from_the_environment() {
     let out = with_env(&["kv", &plain, "get", "z"], &[], None);
     assert_eq!(out.stdout, data);
 }
+
+#[test]
+fn lazy_demo_and_bench_register_read_and_report() {
+    let dir = tmp();
+    let files = dir.path().join("files");
+    let out = ok(&[
+        "bench",
+        "lazy",
+        "--files",
+        "300",
+        "--dir",
+        files.to_str().unwrap_or_default(),
+        "--sample",
+        "5",
+        "--repeats",
+        "2",
+    ]);
+    let text = String::from_utf8_lossy(&out);
+    let last = text.lines().last().unwrap_or_default();
+    let ns: f64 = last
+        .strip_prefix("registration_ns_per_file=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("last line {last:?}"));
+    assert!(ns > 0.0, "{text}");
+    assert!(text.contains("first read:"), "{text}");
+    let count = std::fs::read_dir(&files).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(count, 300, "the files are the user's and stay");
+
+    let out = ok(&[
+        "demo",
+        "lazy",
+        files.to_str().unwrap_or_default(),
+        "--sample",
+        "3",
+    ]);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("registered 300 files"), "{text}");
+    assert_eq!(text.matches(" rows in ").count(), 3, "{text}");
+    assert!(text.contains("parsed 3 of 300 files"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(&files).map(|d| d.count()).unwrap_or(0),
+        300
+    );
+}

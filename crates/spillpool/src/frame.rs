@@ -579,6 +579,14 @@ fn check_message_buffers(block_bytes: &[u8], meta_len: usize) -> Result<(), Stri
 
 /// Decodes an Arrow IPC file held in `buf` without copying its buffers.
 pub(crate) fn decode_ipc_file(buf: &Buffer) -> Result<Table, String> {
+    decode_ipc_file_selected(buf, &crate::formats::Selection::all())
+}
+
+/// [`decode_ipc_file`] of only the columns and record batches `selection` names.
+pub(crate) fn decode_ipc_file_selected(
+    buf: &Buffer,
+    selection: &crate::formats::Selection,
+) -> Result<Table, String> {
     let n = buf.len();
     if n < 10 {
         return Err(format!("{n} bytes is too short for an Arrow IPC file"));
@@ -594,6 +602,15 @@ pub(crate) fn decode_ipc_file(buf: &Buffer) -> Result<Table, String> {
     let fb_schema = footer.schema().ok_or("footer has no schema")?;
     let schema = Arc::new(arrow_ipc::convert::fb_to_schema(fb_schema));
     let mut decoder = FileDecoder::new(Arc::clone(&schema), footer.version());
+    let mut out_schema = Arc::clone(&schema);
+    if let Some(names) = &selection.columns {
+        let idx = names
+            .iter()
+            .map(|n| schema.index_of(n).map_err(|_| format!("no column {n:?}")))
+            .collect::<Result<Vec<usize>, String>>()?;
+        out_schema = Arc::new(schema.project(&idx).map_err(|e| e.to_string())?);
+        decoder = decoder.with_projection(idx);
+    }
     for block in footer.dictionaries().iter().flatten() {
         let (offset, len) = block_range(block, n)?;
         check_message_buffers(&buf[offset..offset + len], block.metaDataLength() as usize)?;
@@ -602,7 +619,14 @@ pub(crate) fn decode_ipc_file(buf: &Buffer) -> Result<Table, String> {
             .map_err(|e| e.to_string())?;
     }
     let mut batches: Vec<RecordBatch> = Vec::new();
-    for block in footer.recordBatches().iter().flatten() {
+    let blocks: Vec<&Block> = footer.recordBatches().iter().flatten().collect();
+    let blocks = match &selection.batches {
+        Some(r) => blocks
+            .get(r.clone())
+            .ok_or_else(|| format!("batches {r:?} out of range (the file has {})", blocks.len()))?,
+        None => &blocks[..],
+    };
+    for &block in blocks {
         let (offset, len) = block_range(block, n)?;
         check_message_buffers(&buf[offset..offset + len], block.metaDataLength() as usize)?;
         if let Some(batch) = decoder
@@ -612,7 +636,7 @@ pub(crate) fn decode_ipc_file(buf: &Buffer) -> Result<Table, String> {
             batches.push(batch);
         }
     }
-    Table::try_new(schema, batches).map_err(|e| e.to_string())
+    Table::try_new(out_schema, batches).map_err(|e| e.to_string())
 }
 
 fn decode_ipc_stream(mut buf: Buffer) -> Result<Table, String> {

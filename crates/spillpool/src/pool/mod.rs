@@ -45,12 +45,35 @@ pub use policy::{Candidate, EvictionPolicy, Lru, Mru, by_name as policy_by_name}
 pub use stats::Stats;
 
 use crate::error::{Error, Result};
+use crate::formats::{Format, Selection};
 use crate::frame;
-use crate::value::Value;
+use crate::value::{Table, Value};
 use disk::DiskTier;
 use stats::Counters;
 
 const SHARDS: usize = 64;
+
+/// Ids are sequential integers that no one outside chooses: a multiplicative
+/// hash spreads them well and costs a fraction of SipHash on the hot paths
+/// (`get`, `put`, registering thousands of files).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap = HashMap<u64, Arc<Entry>, std::hash::BuildHasherDefault<IdHasher>>;
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -154,15 +177,32 @@ pub struct Retained {
 
 struct Entry {
     id: u64,
-    size: u64,
+    /// Bytes held in memory when resident (for a registered file: known once parsed).
+    size: AtomicU64,
+    /// A registered file the value is read from (never written, never deleted).
+    source: Option<Source>,
     last_access: AtomicU64,
     /// Guards alive; incremented under `state`, decremented without it.
     pins: AtomicU32,
     state: Mutex<State>,
 }
 
+/// Where a registered file's value comes from.
+struct Source {
+    path: PathBuf,
+    format: Format,
+}
+
+impl Entry {
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Default)]
 struct State {
+    /// A registered file's length and modification time when first read.
+    file_seen: Option<(u64, Option<std::time::SystemTime>)>,
     resident: Option<Arc<Value>>,
     /// Bytes of the disk copy, if there is one.
     on_disk: Option<u64>,
@@ -175,7 +215,7 @@ struct Inner {
     memory_limit: u64,
     high: u64,
     low: u64,
-    shards: Vec<Mutex<HashMap<u64, Arc<Entry>>>>,
+    shards: Vec<Mutex<IdMap>>,
     next_id: AtomicU64,
     clock: AtomicU64,
     memory_used: AtomicU64,
@@ -230,7 +270,7 @@ impl Pool {
             memory_limit: limit,
             high: (limit as f64 * b.high_watermark) as u64,
             low: (limit as f64 * b.low_watermark) as u64,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(IdMap::default())).collect(),
             next_id: AtomicU64::new(1),
             clock: AtomicU64::new(1),
             memory_used: AtomicU64::new(0),
@@ -269,7 +309,8 @@ impl Pool {
         let is_table = value.as_table().is_some();
         let entry = Arc::new(Entry {
             id,
-            size,
+            size: AtomicU64::new(size),
+            source: None,
             last_access: AtomicU64::new(inner.tick()),
             pins: AtomicU32::new(0),
             state: Mutex::new(State::default()),
@@ -315,25 +356,28 @@ impl Pool {
             });
         }
         Counters::add(&inner.counters.misses, 1);
-        // Restored while holding this entry's lock: concurrent gets of one
-        // value read it once. Evictors only try-lock entries, so no deadlock.
-        let start = Instant::now();
-        let frame = inner.disk.read(entry.id)?;
-        let len = frame.len() as u64;
-        let value = Arc::new(frame::decode(
-            frame,
-            &inner.disk.key(entry.id),
-            &inner.disk.location(entry.id),
-        )?);
-        Counters::add(&inner.counters.restores, 1);
-        Counters::add(&inner.counters.bytes_read, len);
-        Counters::add(
-            &inner.counters.restore_nanos,
-            start.elapsed().as_nanos() as u64,
-        );
+        // Read while holding this entry's lock: concurrent gets of one value
+        // read it once. Evictors only try-lock entries, so no deadlock.
+        let value = match (&entry.source, st.on_disk) {
+            (Some(src), None) => Arc::new(inner.read_source(&entry, src, &mut st)?),
+            _ => {
+                let start = Instant::now();
+                let frame = inner.disk.read(entry.id)?;
+                let len = frame.len() as u64;
+                let location = inner.disk.location(entry.id);
+                let value = frame::decode(frame, &inner.disk.key(entry.id), &location)?;
+                Counters::add(&inner.counters.restores, 1);
+                Counters::add(&inner.counters.bytes_read, len);
+                Counters::add(
+                    &inner.counters.restore_nanos,
+                    start.elapsed().as_nanos() as u64,
+                );
+                Arc::new(value)
+            }
+        };
         // No room (all pinned, or the disk tier is too full to spill others):
         // the caller still gets the value, mapped, just not cached.
-        if entry.size <= inner.memory_limit && inner.reserve(entry.size).unwrap_or(false) {
+        if entry.size() <= inner.memory_limit && inner.reserve(entry.size()).unwrap_or(false) {
             st.resident = Some(Arc::clone(&value));
             Counters::add(&inner.counters.entries_in_memory, 1);
             entry.pins.fetch_add(1, Ordering::AcqRel);
@@ -361,7 +405,7 @@ impl Pool {
         let mut st = inner.lock_live(r, &entry)?;
         inner.ensure_on_disk(&entry, &mut st)?;
         if st.resident.take().is_some() {
-            inner.memory_used.fetch_sub(entry.size, Ordering::AcqRel);
+            inner.memory_used.fetch_sub(entry.size(), Ordering::AcqRel);
             Counters::sub(&inner.counters.entries_in_memory, 1);
         }
         Ok(())
@@ -379,6 +423,12 @@ impl Pool {
     pub fn retain(&self, r: &Ref) -> Result<Retained> {
         let inner = &self.inner;
         let entry = inner.entry(r)?;
+        if let Some(src) = &entry.source {
+            return Err(Error::Unsupported {
+                backend: format!("registered file {}", src.path.display()),
+                op: "retain (the file already belongs to you and is never deleted)",
+            });
+        }
         let mut st = inner.lock_live(r, &entry)?;
         inner.ensure_on_disk(&entry, &mut st)?;
         st.retained = true;
@@ -418,6 +468,132 @@ impl Pool {
         written
     }
 
+    /// Registers an existing table file as a value, without touching it: no
+    /// open, no stat — the path and format are recorded and the file is
+    /// parsed on the first [`Pool::get`]. `format`: given, or taken from the
+    /// extension (`.parquet`, `.arrow`/`.ipc`/`.feather`, `.csv`).
+    ///
+    /// The value is *clean*: evicting it drops it from memory (no spill
+    /// write) and a later `get` parses the file again. The file is the
+    /// caller's: the pool never modifies or deletes it. Its size and
+    /// modification time are recorded at the first read; if they differ when
+    /// the file must be parsed again, `get` fails with [`Error::InputFile`]
+    /// rather than return other data under the same handle. Arrow IPC files
+    /// are mapped, not copied: do not truncate one while values read from
+    /// it are alive. A missing or malformed file is an error at `get`,
+    /// naming the path and format.
+    ///
+    /// Returns [`Error::InvalidConfig`] only when no format is given and the
+    /// extension names none.
+    pub fn register_file(&self, path: impl Into<PathBuf>, format: Option<Format>) -> Result<Ref> {
+        let path = path.into();
+        let format = resolve_format(&path, format)?;
+        let mut refs = self.insert_sources(std::iter::once((path, format)), 1);
+        refs.pop().ok_or_else(|| Error::InvalidValue {
+            reason: "registration produced no handle".into(),
+        })
+    }
+
+    /// [`Pool::register_file`] for many paths at once (cheaper per file: one
+    /// lock per shard for the whole batch).
+    pub fn register_files<I, P>(&self, paths: I, format: Option<Format>) -> Result<Vec<Ref>>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        let items = paths
+            .into_iter()
+            .map(|p| {
+                let p = p.into();
+                resolve_format(&p, format).map(|f| (p, f))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let n = items.len();
+        Ok(self.insert_sources(items.into_iter(), n))
+    }
+
+    /// Registers every table file of a directory (by extension, unless a
+    /// format is given), or every path matching a glob (`data/*.csv`),
+    /// sorted by path. Listing the directory is the only I/O.
+    pub fn register_glob(&self, dir_or_glob: &str, format: Option<Format>) -> Result<Vec<Ref>> {
+        let as_path = Path::new(dir_or_glob);
+        let mut paths: Vec<PathBuf> = if as_path.is_dir() {
+            std::fs::read_dir(as_path)
+                .map_err(|e| Error::io("list directory", as_path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| format.is_some() || Format::from_extension(p).is_some())
+                .collect()
+        } else {
+            glob::glob(dir_or_glob)
+                .map_err(|e| Error::InvalidConfig {
+                    what: format!("pattern {dir_or_glob:?}"),
+                    reason: e.to_string(),
+                })?
+                .filter_map(std::result::Result::ok)
+                .collect()
+        };
+        paths.sort();
+        self.register_files(paths, format)
+    }
+
+    fn insert_sources(&self, items: impl Iterator<Item = (PathBuf, Format)>, n: usize) -> Vec<Ref> {
+        let inner = &self.inner;
+        let first = inner.next_id.fetch_add(n as u64, Ordering::Relaxed);
+        let tick = inner.tick();
+        let batched = n > 1;
+        let mut by_shard: Vec<Vec<(u64, Arc<Entry>)>> =
+            vec![Vec::new(); if batched { SHARDS } else { 0 }];
+        let mut refs = Vec::with_capacity(n);
+        for (i, (path, format)) in items.enumerate() {
+            let id = first + i as u64;
+            let entry = Arc::new(Entry {
+                id,
+                size: AtomicU64::new(0),
+                source: Some(Source { path, format }),
+                last_access: AtomicU64::new(tick),
+                pins: AtomicU32::new(0),
+                state: Mutex::new(State::default()),
+            });
+            if batched {
+                by_shard[(id as usize) % SHARDS].push((id, entry));
+            } else {
+                inner.shard(id).lock().insert(id, entry);
+            }
+            refs.push(Ref(Arc::new(RefInner {
+                id,
+                pool_id: inner.id,
+                size: 0,
+                is_table: true,
+                pool: Arc::downgrade(inner),
+            })));
+        }
+        for (shard, entries) in inner.shards.iter().zip(by_shard) {
+            if !entries.is_empty() {
+                let mut map = shard.lock();
+                map.reserve(entries.len());
+                map.extend(entries);
+            }
+        }
+        Counters::add(&inner.counters.entries, refs.len() as u64);
+        refs
+    }
+
+    /// Reads part of a value: some columns and/or batches (for a registered
+    /// Parquet or Arrow IPC file not in memory, only those are read from the
+    /// file, and the result is not cached). A value in memory is selected there.
+    pub fn read_selection(&self, r: &Ref, selection: &Selection) -> Result<Table> {
+        let entry = self.inner.entry(r)?;
+        if let Some(src) = &entry.source {
+            let resident = self.inner.lock_live(r, &entry)?.resident.clone();
+            return match resident {
+                Some(v) => select(&v, selection),
+                None => crate::formats::read_path(&src.path, src.format, selection),
+            };
+        }
+        let guard = self.get(r)?;
+        select(&guard, selection)
+    }
+
     /// Which tiers hold the value now.
     pub fn tier(&self, r: &Ref) -> Result<Tier> {
         let entry = self.inner.entry(r)?;
@@ -444,6 +620,7 @@ impl Pool {
             entries_on_disk: Counters::get(&c.entries_on_disk),
             spills: Counters::get(&c.spills),
             restores: Counters::get(&c.restores),
+            file_reads: Counters::get(&c.file_reads),
             bytes_written: Counters::get(&c.bytes_written),
             bytes_read: Counters::get(&c.bytes_read),
             spill_seconds: Counters::get(&c.spill_nanos) as f64 / 1e9,
@@ -465,6 +642,22 @@ impl Pool {
     /// this thread. Returns the bytes freed. Useful before a phase that needs memory.
     pub fn shrink_to(&self, target: u64) -> Result<u64> {
         self.inner.evict_until(target)
+    }
+}
+
+fn resolve_format(path: &Path, format: Option<Format>) -> Result<Format> {
+    format.or_else(|| Format::from_extension(path)).ok_or_else(|| Error::InvalidConfig {
+        what: format!("file {}", path.display()),
+        reason: "no format given and the extension names none (.parquet, .arrow, .ipc, .feather, .csv)".into(),
+    })
+}
+
+fn select(value: &Value, selection: &Selection) -> Result<Table> {
+    match value {
+        Value::Table(t) => selection.apply(t),
+        Value::Blob(_) => Err(Error::InvalidValue {
+            reason: "a blob has no columns to select".into(),
+        }),
     }
 }
 
@@ -501,7 +694,7 @@ impl Inner {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<Entry>>> {
+    fn shard(&self, id: u64) -> &Mutex<IdMap> {
         &self.shards[(id as usize) % SHARDS]
     }
 
@@ -578,6 +771,38 @@ impl Inner {
         }
     }
 
+    /// Parses a registered file (the caller holds the entry's lock).
+    fn read_source(&self, entry: &Entry, src: &Source, st: &mut State) -> Result<Value> {
+        let bad = |reason: String| Error::InputFile {
+            path: src.path.clone(),
+            format: src.format.name(),
+            reason,
+        };
+        let meta = std::fs::metadata(&src.path).map_err(|e| bad(e.to_string()))?;
+        let seen = (meta.len(), meta.modified().ok());
+        if let Some(first) = st.file_seen
+            && first != seen
+        {
+            return Err(bad(format!(
+                "changed since it was first read ({} bytes then, {} now, or a new modification time); \
+                 the pool does not return other data under the same handle: register it again",
+                first.0, seen.0
+            )));
+        }
+        let start = Instant::now();
+        let table = crate::formats::read_path(&src.path, src.format, &Selection::all())?;
+        st.file_seen = Some(seen);
+        let value = Value::Table(table);
+        entry.size.store(value.size() as u64, Ordering::Relaxed);
+        Counters::add(&self.counters.file_reads, 1);
+        Counters::add(&self.counters.bytes_read, meta.len());
+        Counters::add(
+            &self.counters.restore_nanos,
+            start.elapsed().as_nanos() as u64,
+        );
+        Ok(value)
+    }
+
     /// Writes a value to the disk tier, counting it.
     fn spill_write(&self, id: u64, value: &Value) -> Result<u64> {
         let start = Instant::now();
@@ -593,7 +818,8 @@ impl Inner {
     }
 
     fn ensure_on_disk(&self, entry: &Entry, st: &mut State) -> Result<()> {
-        if st.on_disk.is_some() {
+        // A registered file is its own disk copy.
+        if st.on_disk.is_some() || entry.source.is_some() {
             return Ok(());
         }
         let value = st.resident.clone().ok_or_else(|| Error::Corrupt {
@@ -626,7 +852,7 @@ impl Inner {
                     let c = Candidate {
                         id: entry.id,
                         last_access: entry.last_access.load(Ordering::Relaxed),
-                        size: entry.size,
+                        size: entry.size(),
                         on_disk: st.on_disk.is_some(),
                     };
                     candidates.push((c, Arc::clone(entry)));
@@ -666,15 +892,15 @@ impl Inner {
         if entry.pins.load(Ordering::Acquire) > 0 || st.resident.is_none() || st.released {
             return Ok(0);
         }
-        if st.on_disk.is_none() {
+        if st.on_disk.is_none() && entry.source.is_none() {
             self.ensure_on_disk(entry, &mut st)?;
         } else {
             Counters::add(&self.counters.clean_evictions, 1);
         }
         st.resident = None;
-        self.memory_used.fetch_sub(entry.size, Ordering::AcqRel);
+        self.memory_used.fetch_sub(entry.size(), Ordering::AcqRel);
         Counters::sub(&self.counters.entries_in_memory, 1);
-        Ok(entry.size)
+        Ok(entry.size())
     }
 
     /// Forgets a value: its last `Ref` was dropped, or it was deleted.
@@ -685,7 +911,7 @@ impl Inner {
         let mut st = entry.state.lock();
         st.released = true;
         if st.resident.take().is_some() {
-            self.memory_used.fetch_sub(entry.size, Ordering::AcqRel);
+            self.memory_used.fetch_sub(entry.size(), Ordering::AcqRel);
             Counters::sub(&self.counters.entries_in_memory, 1);
         }
         if let Some(len) = st.on_disk.take() {

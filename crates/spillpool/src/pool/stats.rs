@@ -30,6 +30,8 @@ pub struct Stats {
     pub spills: u64,
     /// Values read back from disk into memory.
     pub restores: u64,
+    /// Registered files parsed (first reads, and re-reads after eviction).
+    pub file_reads: u64,
     /// Bytes written to the disk tier.
     pub bytes_written: u64,
     /// Bytes read from the disk tier.
@@ -85,8 +87,9 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "restored {} values, {} in {:.2} s",
+            "restored {} values and parsed {} registered files, {} in {:.2} s",
             self.restores,
+            self.file_reads,
             format_size(self.bytes_read),
             self.restore_seconds
         )?;
@@ -103,6 +106,7 @@ impl fmt::Display for Stats {
 pub(crate) struct Counters {
     pub spills: AtomicU64,
     pub restores: AtomicU64,
+    pub file_reads: AtomicU64,
     pub bytes_written: AtomicU64,
     pub bytes_read: AtomicU64,
     pub spill_nanos: AtomicU64,
