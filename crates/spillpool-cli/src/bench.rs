@@ -231,12 +231,7 @@ pub(crate) fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Res
         }
     }
     for (storage, op) in keys {
-        let mut v: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.storage == storage && s.op == op)
-            .map(Sample::mb_per_s)
-            .collect();
-        v.sort_by(f64::total_cmp);
+        let v = sorted(samples, storage, op);
         let (min, med, max) = (v[0], v[v.len() / 2], v[v.len() - 1]);
         println!("{storage:<28} {op:<11} {min:>10.0} {med:>10.0} {max:>10.0}");
     }
@@ -258,13 +253,19 @@ pub(crate) fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Res
     Ok(())
 }
 
-/// The median MB/s of (storage, op).
-pub(crate) fn median(samples: &[Sample], storage: &str, op: &str) -> f64 {
+/// MB/s of every sample of (storage, op), sorted.
+fn sorted(samples: &[Sample], storage: &str, op: &str) -> Vec<f64> {
     let mut v: Vec<f64> = samples
         .iter()
         .filter(|s| s.storage == storage && s.op == op)
         .map(Sample::mb_per_s)
         .collect();
     v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The median MB/s of (storage, op).
+pub(crate) fn median(samples: &[Sample], storage: &str, op: &str) -> f64 {
+    let v = sorted(samples, storage, op);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

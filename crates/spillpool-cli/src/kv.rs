@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -147,15 +146,7 @@ fn read_all(path: &Path) -> Result<Vec<u8>> {
 
 fn write_value(value: &Value, output: Option<&Path>) -> Result<()> {
     let sink: Box<dyn Write> = match output {
-        Some(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        ),
+        Some(path) => Box::new(formats::create_private(path)?),
         None => Box::new(io::stdout().lock()),
     };
     let mut sink = BufWriter::with_capacity(1 << 20, sink);

@@ -612,3 +612,30 @@ pub fn reseal(frame: &mut [u8]) {
     let header_sum = h.digest();
     frame[56..64].copy_from_slice(&header_sum.to_le_bytes());
 }
+
+/// Runs `f` on a fresh tmpfs of `size` (e.g. `"2m"`) mounted for it, to test
+/// a real full file system (ENOSPC), then unmounts it. Returns `false`
+/// without running `f` when mounting is not allowed (not root); a panic in
+/// `f` is re-raised after unmounting.
+pub fn with_tmpfs(size: &str, f: impl FnOnce(&std::path::Path)) -> bool {
+    let Ok(dir) = tempfile::tempdir() else {
+        return false;
+    };
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        return false;
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(dir.path())));
+    let _ = std::process::Command::new("umount")
+        .arg(dir.path())
+        .status();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    true
+}

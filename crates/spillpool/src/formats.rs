@@ -296,16 +296,21 @@ pub fn write_ipc<W: Write>(table: &Table, out: W) -> std::result::Result<W, Stri
     writer.into_inner().map_err(|e| e.to_string())
 }
 
-/// Writes `table` as an Arrow IPC file at `path` (created with mode 0600 if new).
-pub fn write_ipc_file(table: &Table, path: &Path) -> Result<()> {
+/// Creates (or truncates) `path` for writing, with mode 0600 if it is new.
+pub fn create_private(path: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::write_io("create", path, e))?;
+        .map_err(|e| Error::write_io("create", path, e))
+}
+
+/// Writes `table` as an Arrow IPC file at `path` (created with mode 0600 if new).
+pub fn write_ipc_file(table: &Table, path: &Path) -> Result<()> {
+    let file = create_private(path)?;
     let mut out = write_ipc(table, BufWriter::new(file)).map_err(|reason| Error::InputFile {
         path: path.to_path_buf(),
         format: "Arrow IPC",

@@ -338,19 +338,8 @@ fn bad_uris_are_rejected_with_the_reason() {
 /// Real ENOSPC: a 2 MiB tmpfs mounted for the test (needs root; skipped otherwise).
 #[test]
 fn full_file_system_is_tier_full_and_loses_nothing() {
-    let dir = tmp();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
-        return;
-    }
-    let result = std::panic::catch_unwind(|| {
-        let files =
-            FileBackend::open(vec![dir.path().join("s")], true).unwrap_or_else(|e| panic!("{e}"));
+    conformance::with_tmpfs("2m", |dir| {
+        let files = FileBackend::open(vec![dir.join("s")], true).unwrap_or_else(|e| panic!("{e}"));
         let small = pattern(500_000, 1);
         files
             .put_value(&key("small"), &Value::Blob(small.clone()))
@@ -377,10 +366,4 @@ fn full_file_system_is_tier_full_and_loses_nothing() {
             .put_value(&key("again"), &Value::Blob(pattern(1 << 20, 3)))
             .unwrap_or_else(|e| panic!("{e}"));
     });
-    let _ = std::process::Command::new("umount")
-        .arg(dir.path())
-        .status();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
 }

@@ -352,23 +352,25 @@ fn two_pools_cannot_share_a_spill_directory() {
     }
 }
 
+/// Puts 1 MiB blobs until one fails; returns those kept (with their seeds) and the error.
+fn fill_until_full(pool: &Pool, most: u64) -> (Vec<(spillpool::Ref, u64)>, Option<Error>) {
+    let mut kept = Vec::new();
+    for i in 0..most {
+        match pool.put(blob(MIB, i)) {
+            Ok(r) => kept.push((r, i)),
+            Err(e) => return (kept, Some(e)),
+        }
+    }
+    (kept, None)
+}
+
 #[test]
 fn a_full_disk_bound_fails_put_clearly_and_loses_nothing() {
     let pool = ok(Pool::builder()
         .memory_limit(2 * MIB)
         .disk_limit(3 * MIB)
         .build());
-    let mut kept = Vec::new();
-    let mut failure = None;
-    for i in 0..20 {
-        match pool.put(blob(MIB, i)) {
-            Ok(r) => kept.push((r, i)),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
+    let (mut kept, failure) = fill_until_full(&pool, 20);
     match failure {
         Some(Error::TierFull { tier, reason }) => {
             assert!(tier.contains("disk tier"), "{tier}");
@@ -388,32 +390,12 @@ fn a_full_disk_bound_fails_put_clearly_and_loses_nothing() {
 /// Real ENOSPC: the spill directory on a 4 MiB tmpfs (needs root; skipped otherwise).
 #[test]
 fn a_full_file_system_fails_put_clearly_and_loses_nothing() {
-    let dir = tmp();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here (not root?)");
-        return;
-    }
-    let result = std::panic::catch_unwind(|| {
+    spillpool::conformance::with_tmpfs("4m", |dir| {
         let pool = ok(Pool::builder()
             .memory_limit(2 * MIB)
-            .spill_dirs([dir.path().join("s")])
+            .spill_dirs([dir.join("s")])
             .build());
-        let mut kept = Vec::new();
-        let mut failure = None;
-        for i in 0..30 {
-            match pool.put(blob(MIB, i)) {
-                Ok(r) => kept.push((r, i)),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
+        let (mut kept, failure) = fill_until_full(&pool, 30);
         match failure {
             Some(Error::TierFull { tier, reason }) => {
                 assert!(
@@ -431,12 +413,6 @@ fn a_full_file_system_fails_put_clearly_and_loses_nothing() {
         let again = ok(pool.put(blob(MIB, 77)));
         assert_eq!(&*ok(pool.get(&again)), &blob(MIB, 77));
     });
-    let _ = std::process::Command::new("umount")
-        .arg(dir.path())
-        .status();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
 }
 
 #[test]

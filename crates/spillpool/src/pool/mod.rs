@@ -663,15 +663,8 @@ fn select(value: &Value, selection: &Selection) -> Result<Table> {
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::write_io("create", path, e))?;
-    f.write_all(data)
+    crate::formats::create_private(path)?
+        .write_all(data)
         .map_err(|e| Error::write_io("write", path, e))
 }
 
