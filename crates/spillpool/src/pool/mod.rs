@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -93,21 +93,23 @@ pub enum Tier {
 /// When the last clone is dropped the value is freed from memory and disk,
 /// unless it was retained ([`Pool::retain`]). A `Ref` used with another pool
 /// than its own, or after [`Pool::delete`], gives an error, never another value.
-#[derive(Clone)]
-pub struct Ref(Arc<RefInner>);
+pub struct Ref(Arc<Entry>);
 
-struct RefInner {
-    id: u64,
-    pool_id: u64,
-    size: u64,
-    is_table: bool,
-    pool: Weak<Inner>,
+// One allocation per value: the handle is the entry, with its own count of
+// `Ref` clones (guards and the pool's index hold the entry too).
+impl Clone for Ref {
+    fn clone(&self) -> Self {
+        self.0.handles.fetch_add(1, Ordering::Relaxed);
+        Ref(Arc::clone(&self.0))
+    }
 }
 
-impl Drop for RefInner {
+impl Drop for Ref {
     fn drop(&mut self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.release(self.id);
+        if self.0.handles.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(pool) = self.0.pool.upgrade()
+        {
+            pool.release(self.0.id);
         }
     }
 }
@@ -117,9 +119,9 @@ impl Ref {
     pub fn id(&self) -> u64 {
         self.0.id
     }
-    /// Bytes the value holds in memory.
+    /// Bytes the value holds in memory (for a registered file: 0 until first read).
     pub fn size(&self) -> u64 {
-        self.0.size
+        self.0.size()
     }
     /// Whether the value is a table (otherwise a blob).
     pub fn is_table(&self) -> bool {
@@ -132,7 +134,7 @@ impl fmt::Debug for Ref {
         f.debug_struct("Ref")
             .field("pool", &self.0.pool_id)
             .field("id", &self.0.id)
-            .field("size", &self.0.size)
+            .field("size", &self.0.size())
             .finish()
     }
 }
@@ -177,6 +179,12 @@ pub struct Retained {
 
 struct Entry {
     id: u64,
+    pool_id: u64,
+    /// The pool, for releasing the value when the last `Ref` drops.
+    pool: Weak<Inner>,
+    /// Live `Ref` clones.
+    handles: AtomicUsize,
+    is_table: bool,
     /// Bytes held in memory when resident (for a registered file: known once parsed).
     size: AtomicU64,
     /// A registered file the value is read from (never written, never deleted).
@@ -309,6 +317,10 @@ impl Pool {
         let is_table = value.as_table().is_some();
         let entry = Arc::new(Entry {
             id,
+            pool_id: inner.id,
+            pool: Arc::downgrade(inner),
+            handles: AtomicUsize::new(1),
+            is_table,
             size: AtomicU64::new(size),
             source: None,
             last_access: AtomicU64::new(inner.tick()),
@@ -325,15 +337,9 @@ impl Pool {
                 st.on_disk = Some(len);
             }
         }
-        inner.shard(id).lock().insert(id, entry);
+        inner.shard(id).lock().insert(id, Arc::clone(&entry));
         Counters::add(&inner.counters.entries, 1);
-        Ok(Ref(Arc::new(RefInner {
-            id,
-            pool_id: inner.id,
-            size,
-            is_table,
-            pool: Arc::downgrade(inner),
-        })))
+        Ok(Ref(entry))
     }
 
     /// Returns the value, from memory or read back from disk (mapped, not copied).
@@ -393,7 +399,8 @@ impl Pool {
     /// Frees the value now, from memory and disk (a retained disk copy is kept).
     /// Every clone of `r` then gets [`Error::NotFound`].
     pub fn delete(&self, r: &Ref) -> Result<()> {
-        self.inner.entry(r)?;
+        let entry = self.inner.entry(r)?;
+        drop(self.inner.lock_live(r, &entry)?);
         self.inner.release(r.0.id);
         Ok(())
     }
@@ -540,6 +547,7 @@ impl Pool {
         let inner = &self.inner;
         let first = inner.next_id.fetch_add(n as u64, Ordering::Relaxed);
         let tick = inner.tick();
+        let pool = Arc::downgrade(inner);
         let batched = n > 1;
         let mut by_shard: Vec<Vec<(u64, Arc<Entry>)>> =
             vec![Vec::new(); if batched { SHARDS } else { 0 }];
@@ -548,6 +556,10 @@ impl Pool {
             let id = first + i as u64;
             let entry = Arc::new(Entry {
                 id,
+                pool_id: inner.id,
+                pool: Weak::clone(&pool),
+                handles: AtomicUsize::new(1),
+                is_table: true,
                 size: AtomicU64::new(0),
                 source: Some(Source { path, format }),
                 last_access: AtomicU64::new(tick),
@@ -555,17 +567,11 @@ impl Pool {
                 state: Mutex::new(State::default()),
             });
             if batched {
-                by_shard[(id as usize) % SHARDS].push((id, entry));
+                by_shard[(id as usize) % SHARDS].push((id, Arc::clone(&entry)));
             } else {
-                inner.shard(id).lock().insert(id, entry);
+                inner.shard(id).lock().insert(id, Arc::clone(&entry));
             }
-            refs.push(Ref(Arc::new(RefInner {
-                id,
-                pool_id: inner.id,
-                size: 0,
-                is_table: true,
-                pool: Arc::downgrade(inner),
-            })));
+            refs.push(Ref(entry));
         }
         for (shard, entries) in inner.shards.iter().zip(by_shard) {
             if !entries.is_empty() {
@@ -711,15 +717,13 @@ impl Inner {
         }
     }
 
+    /// The entry of `r`, if `r` belongs to this pool. Whether it was
+    /// released meanwhile is checked under its lock ([`Inner::lock_live`]).
     fn entry(&self, r: &Ref) -> Result<Arc<Entry>> {
         if r.0.pool_id != self.id {
             return Err(self.missing(r));
         }
-        self.shard(r.0.id)
-            .lock()
-            .get(&r.0.id)
-            .cloned()
-            .ok_or_else(|| self.missing(r))
+        Ok(Arc::clone(&r.0))
     }
 
     /// Reserves `size` bytes of the memory bound, evicting on this thread at
