@@ -74,16 +74,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
 }
 
+/// One step of xorshift64: deterministic, fast test data (not for anything secret).
+pub(crate) fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 /// Distinct values without generating gigabytes: slices of one random block.
 fn values(count: usize, size: usize) -> Vec<Bytes> {
     let block_len = (64 << 20).max(size * 2);
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut block = Vec::with_capacity(block_len + 8);
     while block.len() < block_len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        block.extend_from_slice(&state.to_le_bytes());
+        block.extend_from_slice(&xorshift(&mut state).to_le_bytes());
     }
     let block = Bytes::from(block);
     (0..count)
@@ -98,10 +103,7 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..count).collect();
     let mut state = seed | 1;
     for i in (1..count).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        order.swap(i, (state % (i as u64 + 1)) as usize);
+        order.swap(i, (xorshift(&mut state) % (i as u64 + 1)) as usize);
     }
     order
 }

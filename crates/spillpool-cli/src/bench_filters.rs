@@ -12,7 +12,7 @@ use spillpool::filter::{Compression, DecodeLimits, EncryptionKey, Filters};
 use spillpool::frame;
 use spillpool::{Key, Table, Value, format_size, parse_size};
 
-use crate::bench::{Sample, median, report};
+use crate::bench::{Sample, median, report, xorshift};
 
 #[derive(Args, Debug)]
 pub struct FiltersBench {
@@ -25,13 +25,6 @@ pub struct FiltersBench {
     /// Also write every measurement here as CSV.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
-}
-
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
 }
 
 /// Random float64 columns: incompressible.

@@ -47,12 +47,7 @@ fn make_value(i: usize, size: usize) -> Value {
         let seed = i as u64 + 1;
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let data: Vec<u8> = (0..size)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
+            .map(|_| crate::bench::xorshift(&mut state) as u8)
             .collect();
         Value::from(data)
     } else {

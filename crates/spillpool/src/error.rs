@@ -144,6 +144,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Builds an [`Error::Corrupt`] for the value under `key` read at `location`.
+    pub(crate) fn corrupt(key: &crate::Key, location: &str, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            key: printable(key.as_str()),
+            location: location.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     /// Builds an [`Error::Io`] for `op` on `path`.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

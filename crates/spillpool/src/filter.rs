@@ -517,11 +517,7 @@ pub(crate) fn undo(
     location: &str,
     cipher_key: Option<&EncryptionKey>,
 ) -> Result<u64> {
-    let corrupt = |reason: String| Error::Corrupt {
-        key: printable(key.as_str()),
-        location: location.to_string(),
-        reason,
-    };
+    let corrupt = |reason: String| Error::corrupt(key, location, reason);
     if desc.len() != DESCRIPTOR_LEN || desc[0] != CHAIN_FORMAT {
         return Err(corrupt(format!(
             "unknown filter chain (format {}, {} bytes)",

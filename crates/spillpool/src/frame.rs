@@ -276,11 +276,7 @@ pub fn verify(frame: &[u8], key: &Key, location: &str) -> Result<Header> {
 /// [`verify`] for a frame held as `head` followed by `body` (see [`Frame`]);
 /// the header and filter descriptor must lie in `head`.
 fn verify_parts(head: &[u8], body: &[u8], key: &Key, location: &str) -> Result<Header> {
-    let corrupt = |reason: String| Error::Corrupt {
-        key: printable(key.as_str()),
-        location: location.to_string(),
-        reason,
-    };
+    let corrupt = |reason: String| Error::corrupt(key, location, reason);
     let total = head.len() + body.len();
     if head.len() < HEADER_LEN {
         return Err(corrupt(format!(
@@ -433,14 +429,14 @@ fn unfilter_verified(
         return Ok((frame, header));
     }
     if header.raw_len as u64 > limits.max_raw_len {
-        return Err(Error::Corrupt {
-            key: printable(key.as_str()),
-            location: location.to_string(),
-            reason: format!(
+        return Err(Error::corrupt(
+            key,
+            location,
+            format!(
                 "raw length {} exceeds this reader's limit of {} bytes",
                 header.raw_len, limits.max_raw_len
             ),
-        });
+        ));
     }
     let mut out = MutableBuffer::from_len_zeroed(HEADER_LEN + header.raw_len);
     let sum = crate::filter::undo(
@@ -492,11 +488,7 @@ pub fn decode_with(
 ) -> Result<Value> {
     let header = verify(&frame, key, location)?;
     let (frame, header) = unfilter_verified(frame, header, key, location, cipher_key, limits)?;
-    let corrupt = |reason: String| Error::Corrupt {
-        key: printable(key.as_str()),
-        location: location.to_string(),
-        reason,
-    };
+    let corrupt = |reason: String| Error::corrupt(key, location, reason);
     let payload = frame.slice(header.payload_offset..);
     if header.kind == Kind::Blob {
         return Ok(Value::Blob(payload));
