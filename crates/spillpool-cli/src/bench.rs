@@ -27,6 +27,10 @@ enum Suite {
     Filters(crate::bench_filters::FiltersBench),
     /// Register many small CSV files (ns per file), then time first reads of a sample.
     Lazy(crate::bench_lazy::LazyBench),
+    /// ArcticDB's LMDB-tutorial workload on the named store (10 float64
+    /// columns, 200-1000 MB, write and read per storage) beside raw disk and
+    /// memcpy limits, plus 10,000 small symbols.
+    Store(crate::bench_store::StoreBench),
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +56,7 @@ struct PoolBench {
 }
 
 /// One timed operation over `bytes`.
+#[derive(Debug, Clone)]
 pub(crate) struct Sample {
     pub storage: String,
     pub op: &'static str,
@@ -71,6 +76,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Suite::Pool(a) => bench_pool(a),
         Suite::Filters(a) => crate::bench_filters::run(a),
         Suite::Lazy(a) => crate::bench_lazy::run(a),
+        Suite::Store(a) => crate::bench_store::run(a),
     }
 }
 
@@ -109,7 +115,7 @@ fn shuffled(count: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Flushes dirty pages (untimed) so that no phase pays for the previous one's writeback.
-fn settle() {
+pub(crate) fn settle() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
 }
@@ -223,7 +229,7 @@ fn bench_pool(a: PoolBench) -> Result<()> {
 /// Prints min / median / max per (storage, op) and writes every sample as CSV.
 pub(crate) fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Result<()> {
     println!(
-        "{:<10} {:<11} {:>10} {:>10} {:>10}",
+        "{:<28} {:<11} {:>10} {:>10} {:>10}",
         "storage", "op", "min MB/s", "median", "max"
     );
     let mut keys: Vec<(&str, &str)> = Vec::new();

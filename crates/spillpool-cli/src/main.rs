@@ -3,11 +3,14 @@
 mod bench;
 mod bench_filters;
 mod bench_lazy;
+mod bench_store;
+mod chart;
 mod demo;
 mod demo_backends;
 mod demo_lazy;
 mod kv;
 mod rss;
+mod store_cmd;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
@@ -30,6 +33,8 @@ enum Command {
     /// The main job: a memory-bounded pool works through more data than fits
     /// (spilling to disk), then verifies every value. `demo backends` tours the backends.
     Demo(demo::DemoArgs),
+    /// Libraries, symbols and versions of tables in a named store on any backend.
+    Store(store_cmd::StoreArgs),
     /// Benchmarks, each beside the machine's own limits measured in the same run.
     Bench(bench::BenchArgs),
 }
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kv(args) => kv::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Store(args) => store_cmd::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use crate::backend::{Backend, BackendExt};
 use crate::error::Error;
-use crate::frame;
+use crate::frame::{self, Frame};
 use crate::key::Key;
 use crate::value::{Table, Value};
 
@@ -556,7 +556,100 @@ pub fn run_all_expecting(b: &dyn Backend, prefix: &str, expect: Expect) {
     check_list(b, &format!("{prefix}list/"));
     check_usage(b, &format!("{prefix}usage/"), expect);
     check_threads(b, &format!("{prefix}threads/"));
+    check_put_new(b, &format!("{prefix}put-new/"));
+    check_put_batch(b, &format!("{prefix}put-batch/"));
     check_corruption(b, &format!("{prefix}corruption/"));
+}
+
+/// `put_new`: of racing threads exactly one stores the key, the stored frame
+/// is the winner's, and an existing key is never replaced.
+pub fn check_put_new(b: &dyn Backend, prefix: &str) {
+    for round in 0..4u64 {
+        let k = key(&format!("{prefix}race{round}"));
+        let wins: Vec<(u64, bool)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6u64)
+                .map(|t| {
+                    let k = &k;
+                    s.spawn(move || {
+                        let v = Value::Blob(pattern(10_000 + t as usize, round * 10 + t));
+                        let f = ok(b, "encode", frame::encode(&v));
+                        (t, ok(b, "put_new", b.put_new(k, f)))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| panic!("{b}: put_new thread panicked"))
+                })
+                .collect()
+        });
+        let winners: Vec<u64> = wins.iter().filter(|w| w.1).map(|w| w.0).collect();
+        assert_eq!(winners.len(), 1, "{b}: round {round}: winners {winners:?}");
+        let t = winners[0];
+        let stored = ok(b, "get", b.fetch_value(&k));
+        assert_eq!(
+            stored.as_blob(),
+            Some(&pattern(10_000 + t as usize, round * 10 + t)),
+            "{b}: round {round}: the stored value is not the winner's"
+        );
+        let again = ok(b, "encode", frame::encode(&Value::from(b"late".to_vec())));
+        assert!(!ok(b, "put_new", b.put_new(&k, again)), "{b}: replaced");
+    }
+    assert_eq!(ok(b, "list", b.list(prefix)).len(), 4, "{b}: leftovers");
+}
+
+/// `put_batch` stores every item readable afterwards, replacing old values.
+pub fn check_put_batch(b: &dyn Backend, prefix: &str) {
+    let old = key(&format!("{prefix}k003"));
+    ok(b, "put", b.put_value(&old, &Value::from(b"old".to_vec())));
+    let items: Vec<(Key, Frame)> = (0..40u64)
+        .map(|i| {
+            let v = Value::Blob(pattern(100 + 5000 * i as usize, 500 + i));
+            (
+                key(&format!("{prefix}k{i:03}")),
+                ok(b, "encode", frame::encode(&v)),
+            )
+        })
+        .collect();
+    ok(b, "put_batch", b.put_batch(items));
+    for i in 0..40u64 {
+        let got = ok(b, "get", b.fetch_value(&key(&format!("{prefix}k{i:03}"))));
+        assert_eq!(
+            got.as_blob(),
+            Some(&pattern(100 + 5000 * i as usize, 500 + i)),
+            "{b}: batch item {i}"
+        );
+    }
+    assert_eq!(ok(b, "list", b.list(prefix)).len(), 40, "{b}: batch keys");
+
+    ok(b, "empty batch", b.put_batch(Vec::new()));
+    // put_new_batch stores only what is absent.
+    let fresh = Value::Blob(pattern(777, 9));
+    let items = vec![
+        (
+            key(&format!("{prefix}k000")),
+            ok(b, "encode", frame::encode(&fresh)),
+        ),
+        (
+            key(&format!("{prefix}new")),
+            ok(b, "encode", frame::encode(&fresh)),
+        ),
+    ];
+    assert_eq!(
+        ok(b, "put_new_batch", b.put_new_batch(items)),
+        vec![false, true],
+        "{b}"
+    );
+    let kept = ok(b, "get", b.fetch_value(&key(&format!("{prefix}k000"))));
+    assert_eq!(
+        kept.as_blob(),
+        Some(&pattern(100, 500)),
+        "{b}: put_new_batch replaced a value"
+    );
+    let new = ok(b, "get", b.fetch_value(&key(&format!("{prefix}new"))));
+    assert_eq!(new.as_blob(), Some(&pattern(777, 9)), "{b}");
 }
 
 /// The path of the file mapped at `addr` in this process, from `/proc/self/maps`.

@@ -79,6 +79,14 @@ pub enum Error {
         /// The bound or condition that was hit.
         reason: String,
     },
+    /// A tier that saw an fsync fail and refuses writes until it is reopened.
+    #[error("{tier} refuses writes: {reason}")]
+    Poisoned {
+        /// The tier (a root directory or URI).
+        tier: String,
+        /// The failure that poisoned it, and what to do.
+        reason: String,
+    },
     /// An operating-system I/O error, with the operation and the path it concerned.
     #[error("{op} {path}: {source}")]
     Io {
@@ -133,6 +141,62 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A library or symbol name failed validation.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// `library` or `symbol`.
+        kind: &'static str,
+        /// The name as given, shortened and made printable.
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
+    /// The store has no library of that name.
+    #[error("library {library:?} not found in store {uri}")]
+    LibraryNotFound {
+        /// The library asked for.
+        library: String,
+        /// The store (URI).
+        uri: String,
+    },
+    /// The library has no such symbol, or not that version of it.
+    #[error("symbol {symbol:?}{} not found in library {library:?} of store {uri}", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    SymbolNotFound {
+        /// The library searched.
+        library: String,
+        /// The symbol asked for.
+        symbol: String,
+        /// The version asked for (`None`: the latest).
+        version: Option<u64>,
+        /// The store (URI).
+        uri: String,
+    },
+    /// An append whose schema differs from the symbol's.
+    #[error("cannot append to symbol {symbol:?} in library {library:?} of store {uri}: {reason}")]
+    SchemaMismatch {
+        /// The library.
+        library: String,
+        /// The symbol.
+        symbol: String,
+        /// The store (URI).
+        uri: String,
+        /// How the schemas differ.
+        reason: String,
+    },
+    /// A conditional write found another latest version than it expected.
+    #[error("conflict writing symbol {symbol:?} in library {library:?} of store {uri}: expected latest version {}, found {}", show_version(*expected), show_version(*found))]
+    Conflict {
+        /// The library.
+        library: String,
+        /// The symbol.
+        symbol: String,
+        /// The store (URI).
+        uri: String,
+        /// The latest version the writer expected (`None`: no symbol).
+        expected: Option<u64>,
+        /// The latest version found (`None`: no symbol).
+        found: Option<u64>,
+    },
     /// The operation is not offered by this backend.
     #[error("{backend} does not support {op}")]
     Unsupported {
@@ -180,6 +244,10 @@ impl Error {
             Error::io(op, path, source)
         }
     }
+}
+
+fn show_version(v: Option<u64>) -> String {
+    v.map_or_else(|| "none (no symbol)".to_string(), |v| v.to_string())
 }
 
 /// Renders user-supplied key bytes for an error message: printable and at most 200 characters.

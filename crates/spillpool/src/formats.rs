@@ -318,3 +318,52 @@ pub fn write_ipc_file(table: &Table, path: &Path) -> Result<()> {
     })?;
     out.flush().map_err(|e| Error::write_io("write", path, e))
 }
+
+/// Writes `table` to `path` in `format` (created with mode 0600 if new):
+/// Arrow IPC file, Parquet (zstd, with the `parquet` feature) or CSV with a header.
+pub fn write_table_path(table: &Table, path: &Path, format: Format) -> Result<()> {
+    if format == Format::ArrowIpc {
+        return write_ipc_file(table, path);
+    }
+    let bad = |reason: String| Error::InputFile {
+        path: path.to_path_buf(),
+        format: format.name(),
+        reason,
+    };
+    let out = BufWriter::new(create_private(path)?);
+    let out = match format {
+        Format::Csv => {
+            let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(out);
+            for batch in table.batches() {
+                writer.write(batch).map_err(|e| bad(e.to_string()))?;
+            }
+            writer.into_inner()
+        }
+        _ => write_parquet(table, out).map_err(bad)?,
+    };
+    out.into_inner()
+        .map_err(|e| Error::write_io("write", path, e.into_error()))?
+        .sync_all()
+        .map_err(|e| Error::write_io("fsync", path, e))
+}
+
+#[cfg(feature = "parquet")]
+fn write_parquet<W: Write + Send>(table: &Table, out: W) -> std::result::Result<W, String> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut writer = ArrowWriter::try_new(out, Arc::clone(table.schema()), Some(props))
+        .map_err(|e| e.to_string())?;
+    for batch in table.batches() {
+        writer.write(batch).map_err(|e| e.to_string())?;
+    }
+    writer.into_inner().map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "parquet"))]
+fn write_parquet<W: Write + Send>(_: &Table, _: W) -> std::result::Result<W, String> {
+    Err("this build has no Parquet support (the `parquet` feature)".into())
+}

@@ -507,6 +507,34 @@ pub fn decode_with(
     }
 }
 
+/// Decodes a table frame, reading only the columns and batches `selection`
+/// names (an IPC-file payload is decoded in place, so unselected columns are
+/// never touched). A blob frame is [`Error::Corrupt`]: a table was expected.
+pub(crate) fn decode_table_selected(
+    frame: Bytes,
+    key: &Key,
+    location: &str,
+    selection: &crate::formats::Selection,
+) -> Result<Table> {
+    let header = verify(&frame, key, location)?;
+    let (frame, header) =
+        unfilter_verified(frame, header, key, location, None, DecodeLimits::default())?;
+    let corrupt = |reason: String| Error::corrupt(key, location, reason);
+    let buffer = Buffer::from(frame.slice(header.payload_offset..));
+    let decoded = catch_unwind(AssertUnwindSafe(|| match header.kind {
+        Kind::Blob => Err("a byte blob where a table was expected".to_string()),
+        Kind::TableIpcStream => {
+            decode_ipc_stream(buffer).and_then(|t| selection.apply(&t).map_err(|e| e.to_string()))
+        }
+        Kind::TableIpcFile => decode_ipc_file_selected(&buffer, selection),
+    }));
+    match decoded {
+        Ok(Ok(table)) => Ok(table),
+        Ok(Err(reason)) => Err(corrupt(format!("Arrow IPC payload: {reason}"))),
+        Err(_) => Err(corrupt("Arrow IPC payload made the decoder panic".into())),
+    }
+}
+
 fn block_range(block: &Block, len: usize) -> Result<(usize, usize), String> {
     let offset = usize::try_from(block.offset()).map_err(|_| "negative block offset")?;
     let meta = usize::try_from(block.metaDataLength()).map_err(|_| "negative metadata length")?;

@@ -10,6 +10,8 @@
 //! | values | [`Value`], [`Table`] | byte blobs and Arrow tables |
 //! | frames | [`frame`] | the on-storage encoding: header, checksums, 64-byte-aligned payload |
 //! | backends | [`Backend`], [`open`] | `mem://`, `file://`, `lmdb://`, `shm://` |
+//! | pool | [`Pool`] | a memory-bounded pool that spills to a disk tier |
+//! | named store | [`Store`], [`Library`] | libraries of symbols with versions, on any backend |
 //!
 //! ```
 //! use spillpool::{open, BackendExt, Key, Value};
@@ -23,8 +25,7 @@
 //! assert_eq!(store.list("results/").unwrap(), vec![key]);
 //! ```
 //!
-//! What it is not (yet): the memory-bounded spilling pool, filters, the named
-//! store and the network server are built on this foundation in later releases.
+//! Not here yet: the network server and object storage.
 //!
 //! Cargo features: `parquet` (read and write Parquet files, see [`formats`]),
 //! `conformance` (the backend test suite, for other crates' tests).
@@ -41,6 +42,7 @@ pub mod frame;
 mod key;
 pub mod pool;
 mod size;
+pub mod store;
 mod uri;
 mod value;
 
@@ -52,5 +54,6 @@ pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_LEN};
 pub use pool::{Guard, Pool, PoolBuilder, Ref, Stats};
 pub use size::{format_size, parse_size};
+pub use store::{Library, Store};
 pub use uri::Uri;
 pub use value::{Table, Value};

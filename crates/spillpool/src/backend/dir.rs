@@ -13,12 +13,16 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
+use parking_lot::Mutex;
+
 use super::Usage;
+use super::faulty::{FaultOp, FaultPlan};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::key::Key;
@@ -33,6 +37,26 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub(crate) struct DirStore {
     roots: Vec<PathBuf>,
     sync: bool,
+    /// Injected failures and delays (tests).
+    faults: Option<Arc<FaultPlan>>,
+    /// Set by a failed fsync: after one, the kernel may have dropped dirty
+    /// pages and cleared the error, so a later fsync proves nothing and
+    /// writes are refused until the store is reopened.
+    poisoned: Mutex<Option<String>>,
+}
+
+/// A frame written to a temporary file, not yet visible under its key.
+struct Staged {
+    tmp: PathBuf,
+    target: PathBuf,
+    parent: PathBuf,
+}
+
+impl Staged {
+    /// Best effort: the temporary file holds nothing anyone can see.
+    fn discard(&self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
 }
 
 fn is_safe(b: u8) -> bool {
@@ -85,19 +109,74 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
         .map_err(|e| Error::write_io("create directory", path, e))
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::write_io("fsync directory", path, e))
-}
-
 impl DirStore {
     /// Opens (creating if needed) a store over `roots`. `sync`: fsync on every put.
     pub(crate) fn open(roots: Vec<PathBuf>, sync: bool) -> Result<Self> {
         for root in &roots {
             create_private_dir(&root.join(TMP_DIR))?;
         }
-        Ok(DirStore { roots, sync })
+        Ok(DirStore {
+            roots,
+            sync,
+            faults: None,
+            poisoned: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn set_faults(&mut self, plan: Arc<FaultPlan>) {
+        self.faults = Some(plan);
+    }
+
+    /// Consults the fault plan, if any, before an operation.
+    /// (The caller's error names the path.)
+    fn fault(&self, op: FaultOp) -> std::io::Result<()> {
+        match &self.faults {
+            Some(plan) => plan.check(op),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses writes after a failed fsync.
+    fn writable(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            None => Ok(()),
+            Some(first) => Err(Error::Poisoned {
+                tier: self
+                    .roots
+                    .first()
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_default(),
+                reason: format!(
+                    "an fsync failed earlier ({first}), so data written since the last successful sync may not be on disk; \
+                     check the disk, then reopen the backend"
+                ),
+            }),
+        }
+    }
+
+    /// Runs an fsync-like call, poisoning the store if it fails.
+    fn fsync(
+        &self,
+        what: &'static str,
+        path: &Path,
+        f: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<()> {
+        match self.fault(FaultOp::Fsync).and_then(|()| f()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut poisoned = self.poisoned.lock();
+                if poisoned.is_none() {
+                    *poisoned = Some(format!("{what} {}: {e}", path.display()));
+                }
+                Err(Error::write_io(what, path, e))
+            }
+        }
+    }
+
+    fn sync_dir(&self, path: &Path) -> Result<()> {
+        self.fsync("fsync directory", path, || {
+            File::open(path).and_then(|d| d.sync_all())
+        })
     }
 
     pub(crate) fn roots(&self) -> &[PathBuf] {
@@ -120,7 +199,10 @@ impl DirStore {
         path
     }
 
-    pub(crate) fn put(&self, key: &Key, frame: &Frame) -> Result<()> {
+    /// Writes `frame` to a new temporary file (synced when `self.sync`) and
+    /// makes sure the target's directory exists.
+    fn stage(&self, key: &Key, frame: &Frame, fsync: bool) -> Result<Staged> {
+        self.writable()?;
         let root = self.root_of(key);
         let target = self.path_of(key);
         let tmp = root.join(TMP_DIR).join(format!(
@@ -129,41 +211,149 @@ impl DirStore {
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed),
             xxh3_64(key.as_str().as_bytes())
         ));
+        let staged = Staged {
+            parent: target.parent().unwrap_or(root).to_path_buf(),
+            tmp,
+            target,
+        };
         let written = (|| {
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| Error::write_io("create", &tmp, e))?;
+                .open(&staged.tmp)
+                .map_err(|e| Error::write_io("create", &staged.tmp, e))?;
+            self.fault(FaultOp::Write)
+                .map_err(|e| Error::write_io("write", &staged.tmp, e))?;
             for part in frame.parts() {
                 file.write_all(part)
-                    .map_err(|e| Error::write_io("write", &tmp, e))?;
+                    .map_err(|e| Error::write_io("write", &staged.tmp, e))?;
             }
-            if self.sync {
-                file.sync_data()
-                    .map_err(|e| Error::write_io("fsync", &tmp, e))?;
+            if fsync {
+                self.fsync("fsync", &staged.tmp, || file.sync_data())?;
             }
-            let parent = target.parent().unwrap_or(root);
-            if parent != root {
-                create_private_dir(parent)?;
-            }
-            fs::rename(&tmp, &target)
-                .map_err(|e| Error::write_io("rename into place", &target, e))?;
-            if self.sync {
-                sync_dir(parent)?;
+            if staged.parent != root {
+                create_private_dir(&staged.parent)?;
             }
             Ok(())
         })();
-        if written.is_err() {
-            // Best effort: the temporary file holds nothing anyone can see.
-            let _ = fs::remove_file(&tmp);
+        match written {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                staged.discard();
+                Err(e)
+            }
         }
-        written
+    }
+
+    pub(crate) fn put(&self, key: &Key, frame: &Frame) -> Result<()> {
+        let staged = self.stage(key, frame, self.sync)?;
+        let renamed = self
+            .fault(FaultOp::Rename)
+            .and_then(|()| fs::rename(&staged.tmp, &staged.target));
+        if let Err(e) = renamed {
+            staged.discard();
+            return Err(Error::write_io("rename into place", &staged.target, e));
+        }
+        if self.sync {
+            self.sync_dir(&staged.parent)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes with `link`, which (unlike `rename`) fails when the target exists.
+    pub(crate) fn put_new(&self, key: &Key, frame: &Frame) -> Result<bool> {
+        let staged = self.stage(key, frame, self.sync)?;
+        let linked = self
+            .fault(FaultOp::Rename)
+            .and_then(|()| fs::hard_link(&staged.tmp, &staged.target));
+        staged.discard();
+        match linked {
+            Ok(()) => {
+                if self.sync {
+                    self.sync_dir(&staged.parent)?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::write_io("link into place", &staged.target, e)),
+        }
+    }
+
+    /// Stages every frame (unsynced), makes them durable with one `syncfs`
+    /// per root, publishes them all, and syncs again for the directory
+    /// entries: two file-system syncs per batch instead of two per value.
+    fn stage_all(&self, items: &[(Key, Frame)]) -> Result<Vec<Staged>> {
+        let mut staged = Vec::with_capacity(items.len());
+        for (key, frame) in items {
+            match self.stage(key, frame, false) {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    staged.iter().for_each(Staged::discard);
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.sync_roots() {
+            staged.iter().for_each(Staged::discard);
+            return Err(e);
+        }
+        Ok(staged)
+    }
+
+    /// `syncfs` on every root's file system (when this store syncs).
+    fn sync_roots(&self) -> Result<()> {
+        if !self.sync {
+            return Ok(());
+        }
+        for root in &self.roots {
+            self.fsync("syncfs", root, || {
+                let dir = File::open(root)?;
+                rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn put_batch(&self, items: &[(Key, Frame)]) -> Result<()> {
+        let staged = self.stage_all(items)?;
+        for (i, s) in staged.iter().enumerate() {
+            let renamed = self
+                .fault(FaultOp::Rename)
+                .and_then(|()| fs::rename(&s.tmp, &s.target));
+            if let Err(e) = renamed {
+                staged[i..].iter().for_each(Staged::discard);
+                return Err(Error::write_io("rename into place", &s.target, e));
+            }
+        }
+        self.sync_roots()
+    }
+
+    pub(crate) fn put_new_batch(&self, items: &[(Key, Frame)]) -> Result<Vec<bool>> {
+        let staged = self.stage_all(items)?;
+        let mut stored = Vec::with_capacity(staged.len());
+        for (i, s) in staged.iter().enumerate() {
+            let linked = self
+                .fault(FaultOp::Rename)
+                .and_then(|()| fs::hard_link(&s.tmp, &s.target));
+            s.discard();
+            match linked {
+                Ok(()) => stored.push(true),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => stored.push(false),
+                Err(e) => {
+                    staged[i..].iter().for_each(Staged::discard);
+                    return Err(Error::write_io("link into place", &s.target, e));
+                }
+            }
+        }
+        self.sync_roots()?;
+        Ok(stored)
     }
 
     pub(crate) fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let path = self.path_of(key);
+        self.fault(FaultOp::Read)
+            .map_err(|e| Error::io("open", &path, e))?;
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -183,11 +373,15 @@ impl DirStore {
     }
 
     pub(crate) fn delete(&self, key: &Key) -> Result<bool> {
+        self.writable()?;
         let path = self.path_of(key);
-        match fs::remove_file(&path) {
+        let removed = self
+            .fault(FaultOp::Delete)
+            .and_then(|()| fs::remove_file(&path));
+        match removed {
             Ok(()) => {
                 if self.sync {
-                    sync_dir(path.parent().unwrap_or(self.root_of(key)))?;
+                    self.sync_dir(path.parent().unwrap_or(self.root_of(key)))?;
                 }
                 Ok(true)
             }

@@ -76,6 +76,14 @@ impl FileBackend {
         Ok(backend)
     }
 
+    /// Injects the failures and delays `plan` describes into this backend's
+    /// own file operations: writes, fsyncs (which poison it: see
+    /// [`crate::Error::Poisoned`]), renames, reads and deletes. For tests.
+    pub fn with_faults(mut self, plan: std::sync::Arc<super::FaultPlan>) -> Self {
+        self.store.set_faults(plan);
+        self
+    }
+
     /// The file that holds (or would hold) `key`.
     pub fn path_of(&self, key: &Key) -> PathBuf {
         self.store.path_of(key)
@@ -96,6 +104,15 @@ impl fmt::Display for FileBackend {
 impl Backend for FileBackend {
     fn put(&self, key: &Key, frame: Frame) -> Result<()> {
         self.store.put(key, &frame)
+    }
+    fn put_new(&self, key: &Key, frame: Frame) -> Result<bool> {
+        self.store.put_new(key, &frame)
+    }
+    fn put_new_batch(&self, items: Vec<(Key, Frame)>) -> Result<Vec<bool>> {
+        self.store.put_new_batch(&items)
+    }
+    fn put_batch(&self, items: Vec<(Key, Frame)>) -> Result<()> {
+        self.store.put_batch(&items)
     }
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         self.store.get(key)

@@ -84,11 +84,38 @@ impl fmt::Debug for FilteredBackend {
     }
 }
 
+impl FilteredBackend {
+    fn refilter_all(&self, items: Vec<(Key, Frame)>) -> Result<Vec<(Key, Frame)>> {
+        items
+            .into_iter()
+            .map(|(key, frame)| {
+                let location = self.inner.location(&key);
+                let f = frame::refilter(frame, &self.filters, &key, &location)?;
+                Ok((key, f))
+            })
+            .collect()
+    }
+}
+
 impl Backend for FilteredBackend {
     fn put(&self, key: &Key, frame: Frame) -> Result<()> {
         let location = self.inner.location(key);
         let filtered = frame::refilter(frame, &self.filters, key, &location)?;
         self.inner.put(key, filtered)
+    }
+
+    fn put_new(&self, key: &Key, frame: Frame) -> Result<bool> {
+        let location = self.inner.location(key);
+        let filtered = frame::refilter(frame, &self.filters, key, &location)?;
+        self.inner.put_new(key, filtered)
+    }
+
+    fn put_batch(&self, items: Vec<(Key, Frame)>) -> Result<()> {
+        self.inner.put_batch(self.refilter_all(items)?)
+    }
+
+    fn put_new_batch(&self, items: Vec<(Key, Frame)>) -> Result<Vec<bool>> {
+        self.inner.put_new_batch(self.refilter_all(items)?)
     }
 
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {

@@ -315,23 +315,85 @@ impl fmt::Debug for LmdbBackend {
     }
 }
 
+/// Writes `frame` under `lkey` inside `txn`, padded so its payload is
+/// 64-byte aligned in the map (see [`OVERFLOW_PAD`]).
+fn put_padded(
+    s: &Shared,
+    txn: &mut heed::RwTxn,
+    lkey: &[u8],
+    long: Option<&Key>,
+    frame: &Frame,
+) -> heed::Result<()> {
+    s.frames
+        .put_reserved(txn, lkey, frame.len() + 64, |space| {
+            let pad = OVERFLOW_PAD;
+            space.write_all(&[pad as u8])?;
+            space.write_all(&[0u8; 64][..pad - 1])?;
+            for part in frame.parts() {
+                space.write_all(part)?;
+            }
+            space.write_all(&[0u8; 64][..64 - pad])
+        })?;
+    if let Some(key) = long {
+        s.long_keys.put(txn, lkey, key.as_str().as_bytes())?;
+    }
+    Ok(())
+}
+
 impl Backend for LmdbBackend {
     fn put(&self, key: &Key, frame: Frame) -> Result<()> {
         let (lkey, long) = self.lmdb_key(key);
+        let long = long.then_some(key);
+        self.write("put", |txn| {
+            put_padded(&self.shared, txn, &lkey, long, &frame)
+        })
+    }
+
+    /// Check and put in one write transaction: LMDB serialises writers
+    /// across processes, so nobody can store the key in between.
+    fn put_new(&self, key: &Key, frame: Frame) -> Result<bool> {
+        let (lkey, long) = self.lmdb_key(key);
+        let long = long.then_some(key);
         let s = &self.shared;
         self.write("put", |txn| {
-            s.frames
-                .put_reserved(txn, &lkey, frame.len() + 64, |space| {
-                    let pad = OVERFLOW_PAD;
-                    space.write_all(&[pad as u8])?;
-                    space.write_all(&[0u8; 64][..pad - 1])?;
-                    for part in frame.parts() {
-                        space.write_all(part)?;
-                    }
-                    space.write_all(&[0u8; 64][..64 - pad])
-                })?;
-            if long {
-                s.long_keys.put(txn, &lkey, key.as_str().as_bytes())?;
+            if s.frames
+                .remap_data_type::<DecodeIgnore>()
+                .get(txn, &lkey)?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            put_padded(s, txn, &lkey, long, &frame)?;
+            Ok(true)
+        })
+    }
+
+    fn put_new_batch(&self, items: Vec<(Key, Frame)>) -> Result<Vec<bool>> {
+        let keys: Vec<_> = items.iter().map(|(k, _)| self.lmdb_key(k)).collect();
+        let s = &self.shared;
+        self.write("put", |txn| {
+            let mut stored = Vec::with_capacity(items.len());
+            for ((key, frame), (lkey, long)) in items.iter().zip(&keys) {
+                let free = s
+                    .frames
+                    .remap_data_type::<DecodeIgnore>()
+                    .get(txn, lkey)?
+                    .is_none();
+                if free {
+                    put_padded(s, txn, lkey, long.then_some(key), frame)?;
+                }
+                stored.push(free);
+            }
+            Ok(stored)
+        })
+    }
+
+    /// One transaction (and one sync) for the whole batch.
+    fn put_batch(&self, items: Vec<(Key, Frame)>) -> Result<()> {
+        let keys: Vec<_> = items.iter().map(|(k, _)| self.lmdb_key(k)).collect();
+        self.write("put", |txn| {
+            for ((key, frame), (lkey, long)) in items.iter().zip(&keys) {
+                put_padded(&self.shared, txn, lkey, long.then_some(key), frame)?;
             }
             Ok(())
         })

@@ -99,6 +99,15 @@ impl Backend for MemBackend {
         Ok(())
     }
 
+    fn put_new(&self, key: &Key, frame: Frame) -> Result<bool> {
+        let mut map = self.map.write();
+        if map.contains_key(key) {
+            return Ok(false);
+        }
+        map.insert(key.clone(), frame.to_bytes());
+        Ok(true)
+    }
+
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         Ok(self.map.read().get(key).cloned())
     }

@@ -15,6 +15,7 @@
 //! [`BackendExt`] methods encode and decode [`Value`]s on top.
 
 pub(crate) mod dir;
+mod faulty;
 mod file;
 mod filtered;
 mod lmdb;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use faulty::{FaultOp, FaultPlan, FaultyBackend};
 pub use file::FileBackend;
 pub use filtered::FilteredBackend;
 pub use lmdb::LmdbBackend;
@@ -60,6 +62,37 @@ pub trait Backend: Debug + Display + Send + Sync + 'static {
     /// (`file://` and `lmdb://` by default). A full tier is [`Error::TierFull`]
     /// and leaves every stored value intact.
     fn put(&self, key: &Key, frame: Frame) -> Result<()>;
+
+    /// Stores `frame` under `key` only if `key` holds nothing; returns
+    /// whether it stored it.
+    ///
+    /// Atomic across threads and processes: of many concurrent `put_new`s of
+    /// one key exactly one returns `true`. Durable like [`Backend::put`]. This
+    /// is what the named store publishes versions with.
+    fn put_new(&self, key: &Key, frame: Frame) -> Result<bool>;
+
+    /// Stores many frames, each as [`Backend::put`] would.
+    ///
+    /// Each item is atomic; the batch as a whole is not (LMDB commits it in
+    /// one transaction, file backends sync once at the end). On error, items
+    /// before the failing one may be stored. The default puts one by one.
+    fn put_batch(&self, items: Vec<(Key, Frame)>) -> Result<()> {
+        for (key, frame) in items {
+            self.put(&key, frame)?;
+        }
+        Ok(())
+    }
+
+    /// [`Backend::put_new`] for many keys; returns for each whether it was stored.
+    ///
+    /// Each item is decided atomically; LMDB commits the batch in one
+    /// transaction. The default calls `put_new` one by one.
+    fn put_new_batch(&self, items: Vec<(Key, Frame)>) -> Result<Vec<bool>> {
+        items
+            .into_iter()
+            .map(|(key, frame)| self.put_new(&key, frame))
+            .collect()
+    }
 
     /// Returns the frame stored under `key`, or `None`.
     ///

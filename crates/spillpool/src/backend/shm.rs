@@ -101,15 +101,31 @@ impl fmt::Display for ShmBackend {
     }
 }
 
-impl Backend for ShmBackend {
-    fn put(&self, key: &Key, frame: Frame) -> Result<()> {
-        self.store.put(key, &frame).map_err(|e| match e {
+impl ShmBackend {
+    /// Says where a full tier's limit comes from.
+    fn full(&self, e: Error) -> Error {
+        match e {
             Error::TierFull { reason, .. } => Error::TierFull {
                 tier: self.to_string(),
                 reason: format!("{reason} (shared memory is limited by the size of {SHM_ROOT})"),
             },
             other => other,
-        })
+        }
+    }
+}
+
+impl Backend for ShmBackend {
+    fn put(&self, key: &Key, frame: Frame) -> Result<()> {
+        self.store.put(key, &frame).map_err(|e| self.full(e))
+    }
+    fn put_new(&self, key: &Key, frame: Frame) -> Result<bool> {
+        self.store.put_new(key, &frame).map_err(|e| self.full(e))
+    }
+    fn put_new_batch(&self, items: Vec<(Key, Frame)>) -> Result<Vec<bool>> {
+        self.store.put_new_batch(&items).map_err(|e| self.full(e))
+    }
+    fn put_batch(&self, items: Vec<(Key, Frame)>) -> Result<()> {
+        self.store.put_batch(&items).map_err(|e| self.full(e))
     }
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         self.store.get(key)

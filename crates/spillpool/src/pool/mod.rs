@@ -109,7 +109,7 @@ impl Drop for Ref {
         if self.0.handles.fetch_sub(1, Ordering::AcqRel) == 1
             && let Some(pool) = self.0.pool.upgrade()
         {
-            pool.release(self.0.id);
+            pool.release(&self.0);
         }
     }
 }
@@ -401,7 +401,7 @@ impl Pool {
     pub fn delete(&self, r: &Ref) -> Result<()> {
         let entry = self.inner.entry(r)?;
         drop(self.inner.lock_live(r, &entry)?);
-        self.inner.release(r.0.id);
+        self.inner.release(&r.0);
         Ok(())
     }
 
@@ -548,14 +548,13 @@ impl Pool {
         let first = inner.next_id.fetch_add(n as u64, Ordering::Relaxed);
         let tick = inner.tick();
         let pool = Arc::downgrade(inner);
-        let batched = n > 1;
-        let mut by_shard: Vec<Vec<(u64, Arc<Entry>)>> =
-            vec![Vec::new(); if batched { SHARDS } else { 0 }];
+        // Registered entries join the shard index only when first parsed:
+        // the index exists to find resident values to evict, and an unread
+        // file holds nothing. Registration is one allocation per file.
         let mut refs = Vec::with_capacity(n);
         for (i, (path, format)) in items.enumerate() {
-            let id = first + i as u64;
-            let entry = Arc::new(Entry {
-                id,
+            refs.push(Ref(Arc::new(Entry {
+                id: first + i as u64,
                 pool_id: inner.id,
                 pool: Weak::clone(&pool),
                 handles: AtomicUsize::new(1),
@@ -565,20 +564,7 @@ impl Pool {
                 last_access: AtomicU64::new(tick),
                 pins: AtomicU32::new(0),
                 state: Mutex::new(State::default()),
-            });
-            if batched {
-                by_shard[(id as usize) % SHARDS].push((id, Arc::clone(&entry)));
-            } else {
-                inner.shard(id).lock().insert(id, Arc::clone(&entry));
-            }
-            refs.push(Ref(entry));
-        }
-        for (shard, entries) in inner.shards.iter().zip(by_shard) {
-            if !entries.is_empty() {
-                let mut map = shard.lock();
-                map.reserve(entries.len());
-                map.extend(entries);
-            }
+            })));
         }
         Counters::add(&inner.counters.entries, refs.len() as u64);
         refs
@@ -769,7 +755,7 @@ impl Inner {
     }
 
     /// Parses a registered file (the caller holds the entry's lock).
-    fn read_source(&self, entry: &Entry, src: &Source, st: &mut State) -> Result<Value> {
+    fn read_source(&self, entry: &Arc<Entry>, src: &Source, st: &mut State) -> Result<Value> {
         let bad = |reason: String| Error::InputFile {
             path: src.path.clone(),
             format: src.format.name(),
@@ -788,6 +774,13 @@ impl Inner {
         }
         let start = Instant::now();
         let table = crate::formats::read_path(&src.path, src.format, &Selection::all())?;
+        if st.file_seen.is_none() {
+            // First parse: from now on the value can be resident, so the
+            // evictor must be able to find it.
+            self.shard(entry.id)
+                .lock()
+                .insert(entry.id, Arc::clone(entry));
+        }
         st.file_seen = Some(seen);
         let value = Value::Table(table);
         entry.size.store(value.size() as u64, Ordering::Relaxed);
@@ -901,12 +894,17 @@ impl Inner {
     }
 
     /// Forgets a value: its last `Ref` was dropped, or it was deleted.
-    fn release(&self, id: u64) {
-        let Some(entry) = self.shard(id).lock().remove(&id) else {
-            return;
-        };
+    ///
+    /// Decided under the entry's lock, so a registered file being parsed
+    /// for the first time (which indexes it under that lock) cannot slip
+    /// back into the index after its release.
+    fn release(&self, entry: &Entry) {
         let mut st = entry.state.lock();
+        if st.released {
+            return;
+        }
         st.released = true;
+        self.shard(entry.id).lock().remove(&entry.id);
         if st.resident.take().is_some() {
             self.memory_used.fetch_sub(entry.size(), Ordering::AcqRel);
             Counters::sub(&self.counters.entries_in_memory, 1);
@@ -915,7 +913,7 @@ impl Inner {
             Counters::sub(&self.counters.entries_on_disk, 1);
             if !st.retained {
                 // Nothing can read the copy any more; a failed unlink only leaks scratch space.
-                let _ = self.disk.delete(id, len);
+                let _ = self.disk.delete(entry.id, len);
             }
         }
         Counters::sub(&self.counters.entries, 1);
@@ -924,13 +922,13 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let ids: Vec<u64> = self
+        let entries: Vec<Arc<Entry>> = self
             .shards
             .iter()
-            .flat_map(|s| s.lock().keys().copied().collect::<Vec<_>>())
+            .flat_map(|s| s.lock().values().cloned().collect::<Vec<_>>())
             .collect();
-        for id in ids {
-            self.release(id);
+        for entry in entries {
+            self.release(&entry);
         }
     }
 }

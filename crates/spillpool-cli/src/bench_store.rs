@@ -1,0 +1,389 @@
+//! `spillpool bench store`: the profiling workload of ArcticDB's LMDB
+//! tutorial (a table of 10 random float64 columns, 200 MB to 1000 MB,
+//! written then read on each storage), beside the machine's limits for the
+//! same bytes measured in the same run, plus a small-symbol workload.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use spillpool::{Library, Store, Table, parse_size};
+
+use crate::bench::{Sample, median, report, settle, xorshift};
+
+const STORAGES: [&str; 4] = ["lmdb", "lmdb-tmpfs", "file", "mem"];
+
+#[derive(Args, Debug)]
+pub struct StoreBench {
+    /// Table sizes (10 float64 columns), comma-separated.
+    #[arg(long, default_value = "200MB,600MB,1000MB", value_delimiter = ',')]
+    sizes: Vec<String>,
+    /// Storages, comma-separated: lmdb (on disk), lmdb-tmpfs (on /dev/shm), file, mem.
+    #[arg(
+        long,
+        default_value = "lmdb,lmdb-tmpfs,file,mem",
+        value_delimiter = ','
+    )]
+    storages: Vec<String>,
+    /// Repeats of every measurement, each on a fresh store (min / median / max are reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Symbols in the small-symbol workload (100 rows × 3 float64 each; 0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    symbols: usize,
+    /// Symbols per batch in the small-symbol workload.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Directory on the disk to measure (default: the current directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Write every measurement here as CSV.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Draw MB/s by size and storage here (SVG).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+}
+
+/// ArcticDB's tutorial table: 10 columns of random float64.
+fn random_table(bytes: u64) -> Result<Table> {
+    let rows = (bytes / 80) as usize;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let cols = (0..10)
+        .map(|c| {
+            let a: ArrayRef =
+                Arc::new(Float64Array::from_iter_values((0..rows).map(|_| {
+                    (xorshift(&mut state) >> 11) as f64 / (1u64 << 53) as f64
+                })));
+            (format!("c{c}"), a)
+        })
+        .collect::<Vec<_>>();
+    Ok(Table::from(RecordBatch::try_from_iter(cols)?))
+}
+
+/// A fresh store of `kind` whose files live in a directory removed on drop.
+fn fresh_store(kind: &str, disk: &Path) -> Result<(Store, Option<tempfile::TempDir>)> {
+    let temp = |root: &Path| {
+        tempfile::Builder::new()
+            .prefix("spillpool-bench-store-")
+            .tempdir_in(root)
+            .with_context(|| format!("temporary directory in {}", root.display()))
+    };
+    let (uri, dir) = match kind {
+        "mem" => ("mem://".to_string(), None),
+        "lmdb" => {
+            let d = temp(disk)?;
+            (format!("lmdb://{}", d.path().display()), Some(d))
+        }
+        "lmdb-tmpfs" => {
+            let d = temp(Path::new("/dev/shm"))?;
+            (format!("lmdb://{}", d.path().display()), Some(d))
+        }
+        "file" => {
+            let d = temp(disk)?;
+            (format!("file://{}", d.path().display()), Some(d))
+        }
+        other => bail!("unknown storage {other:?} (known: {})", STORAGES.join(", ")),
+    };
+    Ok((Store::open(&uri)?, dir))
+}
+
+/// Reads every value, so that a zero-copy read pays for touching its bytes.
+fn scan(table: &Table) -> f64 {
+    let mut sum = 0.0;
+    for b in table.batches() {
+        for c in b.columns() {
+            if let Some(f) = c.as_any().downcast_ref::<Float64Array>() {
+                sum += f.values().iter().sum::<f64>();
+            }
+        }
+    }
+    sum
+}
+
+fn raw_buffer(table: &Table) -> Vec<u8> {
+    let mut out = Vec::with_capacity(table.size());
+    for b in table.batches() {
+        for c in b.columns() {
+            for buf in c.to_data().buffers() {
+                out.extend_from_slice(buf.as_slice());
+            }
+        }
+    }
+    out
+}
+
+pub fn run(a: StoreBench) -> Result<()> {
+    let disk = match &a.dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()?,
+    };
+    for s in &a.storages {
+        if !STORAGES.contains(&s.as_str()) {
+            bail!("unknown storage {s:?} (known: {})", STORAGES.join(", "));
+        }
+    }
+    let sizes = a
+        .sizes
+        .iter()
+        .map(|s| parse_size(s, "--sizes"))
+        .collect::<Result<Vec<u64>, _>>()?;
+    let repeats = a.repeats.max(1);
+    let steps = sizes.len() * repeats * (a.storages.len() + 2);
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut samples = Vec::new();
+    let mut size_bytes = Vec::new();
+    for &size in &sizes {
+        let table = random_table(size)?;
+        let bytes = table.size() as u64;
+        size_bytes.push((size, bytes));
+        let raw = raw_buffer(&table);
+        let mut copy = vec![1u8; raw.len()]; // touched up front: fresh memory is slow here
+        for repeat in 0..repeats {
+            bar.set_message(format!("hw {} MB", size / 1_000_000));
+            let (w, r) = hw_disk(&disk, &raw)?;
+            samples.push(sample("hw-disk", "write+fsync", bytes, repeat, w));
+            samples.push(sample("hw-disk", "read", bytes, repeat, r));
+            let start = Instant::now();
+            copy.copy_from_slice(&raw);
+            std::hint::black_box(&copy);
+            samples.push(sample(
+                "hw-memcpy",
+                "copy",
+                bytes,
+                repeat,
+                start.elapsed().as_secs_f64(),
+            ));
+            bar.inc(2);
+            for kind in &a.storages {
+                bar.set_message(format!("{kind} {} MB", size / 1_000_000));
+                let (store, dir) = fresh_store(kind, &disk)?;
+                let lib = store.create_library("bench")?;
+                settle();
+                let start = Instant::now();
+                lib.write("sym", &table)?;
+                samples.push(sample(
+                    kind,
+                    "write",
+                    bytes,
+                    repeat,
+                    start.elapsed().as_secs_f64(),
+                ));
+                let start = Instant::now();
+                let read = lib.read("sym")?;
+                samples.push(sample(
+                    kind,
+                    "read",
+                    bytes,
+                    repeat,
+                    start.elapsed().as_secs_f64(),
+                ));
+                let sum = scan(&read.table);
+                samples.push(sample(
+                    kind,
+                    "read+scan",
+                    bytes,
+                    repeat,
+                    start.elapsed().as_secs_f64(),
+                ));
+                if read.table.num_rows() != table.num_rows() || !sum.is_finite() {
+                    bail!(
+                        "{kind}: read back {} rows of {}",
+                        read.table.num_rows(),
+                        table.num_rows()
+                    );
+                }
+                drop((read, lib, store, dir));
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    report(&samples, "store", None)?;
+    println!();
+    for &(size, bytes) in &size_bytes {
+        let at: Vec<Sample> = samples
+            .iter()
+            .filter(|s| s.bytes == bytes)
+            .cloned()
+            .collect();
+        let limit = median(&at, "hw-disk", "write+fsync");
+        for kind in &a.storages {
+            println!(
+                "{} MB {kind:<10} write {:>6.0} MB/s = {:.2}× raw write+fsync; read {:>7.0} MB/s, read+scan {:>6.0} MB/s",
+                size / 1_000_000,
+                median(&at, kind, "write"),
+                median(&at, kind, "write") / limit,
+                median(&at, kind, "read"),
+                median(&at, kind, "read+scan"),
+            );
+        }
+    }
+    if a.symbols > 0 {
+        println!();
+        for kind in &a.storages {
+            small_symbols(kind, &disk, a.symbols, a.batch.max(1), &mut samples)?;
+        }
+    }
+    if let Some(path) = &a.out {
+        write_csv(&samples, path)?;
+    }
+    if let Some(path) = &a.chart {
+        crate::chart::draw(&samples, path)?;
+        println!("chart: {}", path.display());
+    }
+    Ok(())
+}
+
+fn sample(storage: &str, op: &'static str, bytes: u64, repeat: usize, seconds: f64) -> Sample {
+    Sample {
+        storage: storage.to_string(),
+        op,
+        bytes,
+        repeat,
+        seconds,
+    }
+}
+
+/// Raw write + fsync of `raw` to one file on the disk, then a read of it (page cache warm).
+fn hw_disk(dir: &Path, raw: &[u8]) -> Result<(f64, f64)> {
+    let path = dir.join(format!(".spillpool-bench-raw-{}", std::process::id()));
+    settle();
+    let start = Instant::now();
+    let mut f = File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    f.write_all(raw)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("write {}", path.display()))?;
+    let w = start.elapsed().as_secs_f64();
+    drop(f);
+    let mut back = vec![0u8; raw.len()];
+    let start = Instant::now();
+    File::open(&path)
+        .and_then(|mut f| f.read_exact(&mut back))
+        .with_context(|| format!("read {}", path.display()))?;
+    let r = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    Ok((w, r))
+}
+
+/// Many small symbols: written one by one and in batches, read one by one and in batches.
+fn small_symbols(
+    kind: &str,
+    disk: &Path,
+    n: usize,
+    batch: usize,
+    samples: &mut Vec<Sample>,
+) -> Result<()> {
+    let tables: Vec<Table> = (0..n.min(1000))
+        .map(|i| {
+            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ i as u64;
+            let cols = (0..3)
+                .map(|c| {
+                    let a: ArrayRef = Arc::new(Float64Array::from_iter_values(
+                        (0..100).map(|_| xorshift(&mut state) as f64),
+                    ));
+                    (format!("c{c}"), a)
+                })
+                .collect::<Vec<_>>();
+            Ok(Table::from(RecordBatch::try_from_iter(cols)?))
+        })
+        .collect::<Result<_>>()?;
+    let names: Vec<String> = (0..n).map(|i| format!("sym{i:06}")).collect();
+    let table_of = |i: usize| &tables[i % tables.len()];
+    let bytes = |count: usize| count as u64 * 2400;
+    let mut rates = Vec::new();
+    let mut time =
+        |op: &'static str, count: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            let start = Instant::now();
+            f()?;
+            let s = start.elapsed().as_secs_f64();
+            rates.push((op, count as f64 / s));
+            samples.push(sample(kind, op, bytes(count), 0, s));
+            Ok(())
+        };
+    // One by one: a fresh store; at most 2,000 symbols (each is a durable commit).
+    let one = n.min(2000);
+    let (store, dir) = fresh_store(kind, disk)?;
+    let lib = store.create_library("small")?;
+    time("small-write-one", one, &mut || {
+        for (i, name) in names.iter().take(one).enumerate() {
+            lib.write(name, table_of(i))?;
+        }
+        Ok(())
+    })?;
+    time("small-read-one", one, &mut || {
+        for name in names.iter().take(one) {
+            std::hint::black_box(lib.read(name)?);
+        }
+        Ok(())
+    })?;
+    drop((lib, store, dir));
+    let (store, dir) = fresh_store(kind, disk)?;
+    let lib: Library = store.create_library("small")?;
+    time("small-write-batch", n, &mut || {
+        for (c, chunk) in names.chunks(batch).enumerate() {
+            let items: Vec<(&str, &Table)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_str(), table_of(c * batch + i)))
+                .collect();
+            lib.write_batch(&items)?;
+        }
+        Ok(())
+    })?;
+    time("small-read-batch", n, &mut || {
+        for chunk in names.chunks(batch) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            std::hint::black_box(lib.read_batch(&refs)?);
+        }
+        Ok(())
+    })?;
+    if lib.list_symbols()?.len() != n {
+        bail!(
+            "{kind}: {} symbols listed, {n} written",
+            lib.list_symbols()?.len()
+        );
+    }
+    drop((lib, store, dir));
+    let line: Vec<String> = rates
+        .iter()
+        .map(|(op, r)| format!("{op} {r:.0}/s"))
+        .collect();
+    println!(
+        "small symbols on {kind:<10} ({n}; batches of {batch}): {}",
+        line.join(", ")
+    );
+    Ok(())
+}
+
+fn write_csv(samples: &[Sample], path: &Path) -> Result<()> {
+    let mut csv = String::from("suite,storage,op,bytes,repeat,seconds,mb_per_s\n");
+    for s in samples {
+        let suite = if s.op.starts_with("small-") {
+            "store-small"
+        } else {
+            "store"
+        };
+        csv.push_str(&format!(
+            "{suite},{},{},{},{},{:.6},{:.1}\n",
+            s.storage,
+            s.op,
+            s.bytes,
+            s.repeat,
+            s.seconds,
+            s.mb_per_s()
+        ));
+    }
+    std::fs::write(path, csv).with_context(|| format!("write {}", path.display()))
+}

@@ -1,0 +1,1298 @@
+//! The named store: libraries of symbols, each a sequence of versions of an
+//! Arrow table, on any [`Backend`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow_array::{Float64Array, RecordBatch};
+//! use spillpool::store::{ReadOptions, Store};
+//!
+//! let store = Store::open("mem://").unwrap();
+//! let lib = store.get_library("prices", true).unwrap();
+//! let batch = RecordBatch::try_from_iter([(
+//!     "close",
+//!     Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])) as _,
+//! )])
+//! .unwrap();
+//! let v0 = lib.write("AAPL", &batch.clone().into()).unwrap();
+//! let v1 = lib.append("AAPL", &batch.into()).unwrap();
+//! assert_eq!((v0.version, v1.version), (0, 1));
+//! assert_eq!(lib.read("AAPL").unwrap().table.num_rows(), 6);
+//! let old = lib.read_with("AAPL", &ReadOptions::default().as_of(0).rows(1..3)).unwrap();
+//! assert_eq!(old.table.num_rows(), 2);
+//! assert_eq!(lib.list_symbols().unwrap(), vec!["AAPL"]);
+//! ```
+//!
+//! # Layout
+//!
+//! A version's table is cut into row segments (`rows_per_segment`, default
+//! 100,000 rows) and each segment into column slices (`columns_per_segment`,
+//! default 127 columns); every (segment, slice) *tile* is one frame, an Arrow
+//! IPC file, stored under a key unique to the write that made it. A version
+//! exists once its *manifest* — the list of its segments, the column slices,
+//! the schema and the user's metadata — is stored, which happens last and
+//! with [`Backend::put_new`]: readers see a version whole or not at all, and
+//! of two writers racing for one version number exactly one gets it. The
+//! other takes the next number (for an append: re-based on the version that
+//! won), so no write is lost; a writer that wants to fail instead says which
+//! version it expects ([`WriteOptions::if_latest`]) and gets
+//! [`Error::Conflict`]. An append stores only its new rows; its manifest
+//! lists the previous version's segments followed by the new ones. Reads fetch
+//! only the tiles that hold the selected rows and columns, in parallel, and
+//! decode them in place (the arrays point into the LMDB map or the mapped
+//! file). See `docs/ARCHITECTURE.md`.
+
+mod check;
+mod manifest;
+mod names;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Schema, SchemaRef};
+use bytes::Bytes;
+use rayon::prelude::*;
+
+pub use check::{CheckOptions, CheckReport, Orphan};
+use manifest::{Manifest, Segment};
+pub use names::MAX_NAME_LEN;
+
+use crate::backend::{Backend, open};
+use crate::error::{Error, Result, printable};
+use crate::formats::Selection;
+use crate::frame::{self, Frame};
+use crate::key::Key;
+use crate::value::{Table, Value};
+
+/// Writes up to this size store their tiles and manifest in one batch.
+const SMALL_WRITE: usize = 4 << 20;
+
+/// How a store cuts tables into tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Rows per segment (default 100,000).
+    pub rows_per_segment: usize,
+    /// Columns per slice (default 127).
+    pub columns_per_segment: usize,
+    /// Tile bytes stored per backend batch (one LMDB transaction, one
+    /// directory sync; default 64 MiB): larger batches sync less often.
+    pub batch_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            rows_per_segment: 100_000,
+            columns_per_segment: 127,
+            batch_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A named store over one backend.
+///
+/// Cheap to clone; every clone and every [`Library`] shares the backend.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backend: Arc<dyn Backend>,
+    uri: String,
+    options: StoreOptions,
+}
+
+/// A library: a namespace of symbols in a [`Store`].
+#[derive(Debug, Clone)]
+pub struct Library {
+    inner: Arc<Inner>,
+    name: String,
+}
+
+/// What a version is, without its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionInfo {
+    /// The version number (0 for the first write; never reused).
+    pub version: u64,
+    /// Rows in the version.
+    pub rows: u64,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Row segments it is stored in.
+    pub segments: usize,
+    /// The user's metadata given at write time.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A table read from the store, with the version it came from.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The version read.
+    pub info: VersionInfo,
+    /// Its data (the selected rows and columns).
+    pub table: Table,
+}
+
+/// What to read: a version, columns and rows. Default: all of the latest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The version to read (`None`: the latest).
+    pub as_of: Option<u64>,
+    /// Columns, in the order wanted (`None`: all).
+    pub columns: Option<Vec<String>>,
+    /// Rows `start..end`, clamped to the table (`None`: all).
+    pub row_range: Option<Range<u64>>,
+}
+
+impl ReadOptions {
+    /// Reads version `version`.
+    pub fn as_of(mut self, version: u64) -> Self {
+        self.as_of = Some(version);
+        self
+    }
+    /// Reads only these columns, in this order.
+    pub fn columns<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.columns = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Reads only rows `range`.
+    pub fn rows(mut self, range: Range<u64>) -> Self {
+        self.row_range = Some(range);
+        self
+    }
+}
+
+/// Options of a write or append.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteOptions {
+    /// JSON kept with the version.
+    pub metadata: Option<serde_json::Value>,
+    /// Write only if the latest version is this one (`Some(None)`: only if
+    /// the symbol does not exist); otherwise [`Error::Conflict`].
+    pub if_latest: Option<Option<u64>>,
+}
+
+impl WriteOptions {
+    /// Keeps `metadata` with the version.
+    pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+    /// Fails with [`Error::Conflict`] unless the latest version is `latest`
+    /// (`None`: unless the symbol does not exist).
+    pub fn if_latest(mut self, latest: Option<u64>) -> Self {
+        self.if_latest = Some(latest);
+        self
+    }
+}
+
+impl Store {
+    /// Opens the store on the backend `uri` names (see [`crate::open`]).
+    pub fn open(uri: &str) -> Result<Store> {
+        Store::open_with(uri, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options.
+    pub fn open_with(uri: &str, options: StoreOptions) -> Result<Store> {
+        Store::from_backend(open(uri)?, options)
+    }
+
+    /// A store over an open backend.
+    ///
+    /// Returns [`Error::InvalidConfig`] for zero rows or columns per segment.
+    pub fn from_backend(backend: Arc<dyn Backend>, options: StoreOptions) -> Result<Store> {
+        if options.rows_per_segment == 0 || options.columns_per_segment == 0 {
+            return Err(Error::InvalidConfig {
+                what: "store options".into(),
+                reason: "rows and columns per segment must be at least 1".into(),
+            });
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                uri: backend.to_string(),
+                backend,
+                options,
+            }),
+        })
+    }
+
+    /// The backend's URI.
+    pub fn uri(&self) -> &str {
+        &self.inner.uri
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// Creates library `name` if it does not exist, and returns it.
+    pub fn create_library(&self, name: &str) -> Result<Library> {
+        names::validate("library", name)?;
+        let marker = self.inner.blob(br#"{"format":1}"#)?;
+        self.inner
+            .backend
+            .put_new(&names::library_key(name)?, marker)?;
+        Ok(self.handle(name))
+    }
+
+    /// Library `name`; [`Error::LibraryNotFound`] if it does not exist.
+    pub fn library(&self, name: &str) -> Result<Library> {
+        names::validate("library", name)?;
+        self.inner.require_library(name)?;
+        Ok(self.handle(name))
+    }
+
+    /// Library `name`, created first if `create_if_missing`.
+    pub fn get_library(&self, name: &str, create_if_missing: bool) -> Result<Library> {
+        if create_if_missing {
+            self.create_library(name)
+        } else {
+            self.library(name)
+        }
+    }
+
+    /// Whether library `name` exists.
+    pub fn has_library(&self, name: &str) -> Result<bool> {
+        names::validate("library", name)?;
+        Ok(self
+            .inner
+            .backend
+            .get(&names::library_key(name)?)?
+            .is_some())
+    }
+
+    /// Every library, sorted.
+    pub fn list_libraries(&self) -> Result<Vec<String>> {
+        let prefix = names::libraries_prefix();
+        Ok(self
+            .inner
+            .backend
+            .list(&prefix)?
+            .iter()
+            .filter_map(|k| k.as_str().strip_prefix(&prefix).map(str::to_string))
+            .collect())
+    }
+
+    /// Deletes library `name` and everything in it; returns whether it existed.
+    ///
+    /// The marker goes first (new writes are refused), then the manifests
+    /// (versions disappear), then the data.
+    pub fn delete_library(&self, name: &str) -> Result<bool> {
+        names::validate("library", name)?;
+        let b = &self.inner.backend;
+        let existed = b.delete(&names::library_key(name)?)?;
+        for prefix in [
+            names::versions_prefix(name, None),
+            names::heads_prefix(Some(name)),
+            names::tiles_prefix(Some(name), None),
+        ] {
+            for key in b.list(&prefix)? {
+                b.delete(&key)?;
+            }
+        }
+        Ok(existed)
+    }
+
+    /// Checks every manifest and tile; with `options.repair`, removes orphans.
+    /// See [`CheckReport`].
+    pub fn check(&self, options: &CheckOptions) -> Result<CheckReport> {
+        check::run(&self.inner.backend, options)
+    }
+
+    fn handle(&self, name: &str) -> Library {
+        Library {
+            inner: Arc::clone(&self.inner),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// The newest version number of a symbol, and its newest live version.
+struct SymState {
+    next: u64,
+    live: Option<Manifest>,
+}
+
+impl SymState {
+    fn latest(&self) -> Option<u64> {
+        self.live.as_ref().map(|m| m.version)
+    }
+}
+
+impl Inner {
+    fn blob(&self, bytes: &[u8]) -> Result<Frame> {
+        frame::encode(&Value::Blob(Bytes::copy_from_slice(bytes)))
+    }
+
+    fn require_library(&self, lib: &str) -> Result<()> {
+        match self.backend.get(&names::library_key(lib)?)? {
+            Some(_) => Ok(()),
+            None => Err(Error::LibraryNotFound {
+                library: printable(lib),
+                uri: self.uri.clone(),
+            }),
+        }
+    }
+}
+
+/// One symbol of a batch write: its encoded tiles, segments and column slices.
+type Prepared = (Vec<(Key, Frame)>, Vec<Segment>, Vec<(u32, u32)>);
+
+/// One tile still to be encoded: segment `segment`, column slice `slice`.
+struct TileJob<'a> {
+    key: Key,
+    batches: &'a [RecordBatch],
+    slice: (u32, u32),
+}
+
+impl Library {
+    /// The library's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn b(&self) -> &dyn Backend {
+        self.inner.backend.as_ref()
+    }
+
+    fn not_found(&self, symbol: &str, version: Option<u64>) -> Error {
+        Error::SymbolNotFound {
+            library: printable(&self.name),
+            symbol: printable(symbol),
+            version,
+            uri: self.inner.uri.clone(),
+        }
+    }
+
+    /// Writes `table` as a new version of `symbol`.
+    pub fn write(&self, symbol: &str, table: &Table) -> Result<VersionInfo> {
+        self.write_with(symbol, table, &WriteOptions::default())
+    }
+
+    /// [`Library::write`] with metadata or a precondition.
+    pub fn write_with(
+        &self,
+        symbol: &str,
+        table: &Table,
+        options: &WriteOptions,
+    ) -> Result<VersionInfo> {
+        names::validate("symbol", symbol)?;
+        let slices = column_slices(table.schema(), self.inner.options.columns_per_segment);
+        self.commit(symbol, table, slices, options, false)
+    }
+
+    /// Appends `table`'s rows as a new version of `symbol` (which is created
+    /// if missing). The schema must equal the symbol's: otherwise
+    /// [`Error::SchemaMismatch`], and nothing is written.
+    pub fn append(&self, symbol: &str, table: &Table) -> Result<VersionInfo> {
+        self.append_with(symbol, table, &WriteOptions::default())
+    }
+
+    /// [`Library::append`] with metadata or a precondition.
+    pub fn append_with(
+        &self,
+        symbol: &str,
+        table: &Table,
+        options: &WriteOptions,
+    ) -> Result<VersionInfo> {
+        names::validate("symbol", symbol)?;
+        let state = self.state(symbol)?;
+        let (table, slices) = match &state.live {
+            Some(base) => (
+                self.conform(symbol, base, table)?,
+                base.column_slices.clone(),
+            ),
+            None => (
+                table.clone(),
+                column_slices(table.schema(), self.inner.options.columns_per_segment),
+            ),
+        };
+        self.commit(symbol, &table, slices, options, true)
+    }
+
+    /// `table` relabelled with the symbol's schema: names and types must
+    /// match (nested types up to child field names); nullability and field
+    /// metadata are the symbol's (a column
+    /// the symbol declares non-nullable must then hold no nulls).
+    fn conform(&self, symbol: &str, base: &Manifest, table: &Table) -> Result<Table> {
+        let key = names::version_key(&self.name, symbol, base.version)?;
+        let base_schema = base.schema(&key, &self.b().location(&key))?;
+        if base_schema.fields() == table.schema().fields() {
+            return Ok(table.clone());
+        }
+        let same_shape = base_schema.fields().len() == table.schema().fields().len()
+            && base_schema
+                .fields()
+                .iter()
+                .zip(table.schema().fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type().equals_datatype(b.data_type()));
+        if !same_shape {
+            return Err(self.mismatch(symbol, base, &base_schema, table.schema(), None));
+        }
+        let batches = table
+            .batches()
+            .iter()
+            .map(|b| {
+                // Nested types may differ in child field names only (Parquet
+                // readers call list items "element", IPC writers "item").
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(base_schema.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(Arc::clone(c))
+                        } else {
+                            arrow_cast::cast(c, f.data_type())
+                        }
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                RecordBatch::try_new(Arc::clone(&base_schema), columns)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| {
+                self.mismatch(
+                    symbol,
+                    base,
+                    &base_schema,
+                    table.schema(),
+                    Some(e.to_string()),
+                )
+            })?;
+        Table::try_new(base_schema, batches)
+    }
+
+    fn check_schema(&self, symbol: &str, base: &Manifest, schema: &Schema) -> Result<()> {
+        let key = names::version_key(&self.name, symbol, base.version)?;
+        let base_schema = base.schema(&key, &self.b().location(&key))?;
+        if base_schema.fields() == schema.fields() {
+            return Ok(());
+        }
+        Err(self.mismatch(symbol, base, &base_schema, schema, None))
+    }
+
+    fn mismatch(
+        &self,
+        symbol: &str,
+        base: &Manifest,
+        base_schema: &Schema,
+        schema: &Schema,
+        detail: Option<String>,
+    ) -> Error {
+        let show = |s: &Schema| {
+            s.fields()
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}: {}{}",
+                        f.name(),
+                        f.data_type(),
+                        if f.is_nullable() { "?" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Error::SchemaMismatch {
+            library: printable(&self.name),
+            symbol: printable(symbol),
+            uri: self.inner.uri.clone(),
+            reason: format!(
+                "the symbol has columns [{}] (version {}), the appended table has [{}]{}",
+                show(base_schema),
+                base.version,
+                show(schema),
+                detail.map(|d| format!(": {d}")).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Stores the tiles of `table`, then publishes a manifest for them.
+    fn commit(
+        &self,
+        symbol: &str,
+        table: &Table,
+        slices: Vec<(u32, u32)>,
+        options: &WriteOptions,
+        append: bool,
+    ) -> Result<VersionInfo> {
+        self.inner.require_library(&self.name)?;
+        let write = write_id();
+        let segments = row_segments(table, self.inner.options.rows_per_segment);
+        let new_segments: Vec<Segment> = segments
+            .iter()
+            .enumerate()
+            .map(|(i, batches)| Segment {
+                write: write.clone(),
+                index: i as u32,
+                rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+            })
+            .collect();
+        let jobs = self.tile_jobs(symbol, &write, &segments, &slices)?;
+        let small = table.size() <= SMALL_WRITE.min(self.inner.options.batch_bytes);
+        // A small write sends its tiles with its manifest in one batch.
+        let mut pending = if small {
+            encode_tiles(&jobs, table.schema())?
+        } else {
+            self.put_tiles(&jobs, table.schema())?;
+            Vec::new()
+        };
+        let mut attempted = false;
+        let published = self.publish(
+            symbol,
+            table.schema(),
+            &slices,
+            &new_segments,
+            options,
+            append,
+            &mut pending,
+            &mut attempted,
+        );
+        if published.is_err() && !attempted {
+            // Best effort: without a manifest these tiles are unreachable.
+            // Once a manifest store was attempted it may have landed even
+            // if it reported an error, so the tiles stay (as orphans at worst).
+            for job in &jobs {
+                let _ = self.b().delete(&job.key);
+            }
+        }
+        published
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &self,
+        symbol: &str,
+        schema: &Schema,
+        slices: &[(u32, u32)],
+        new_segments: &[Segment],
+        options: &WriteOptions,
+        append: bool,
+        pending: &mut Vec<(Key, Frame)>,
+        attempted: &mut bool,
+    ) -> Result<VersionInfo> {
+        loop {
+            let state = self.state(symbol)?;
+            if let Some(expected) = options.if_latest
+                && expected != state.latest()
+            {
+                return Err(Error::Conflict {
+                    library: printable(&self.name),
+                    symbol: printable(symbol),
+                    uri: self.inner.uri.clone(),
+                    expected,
+                    found: state.latest(),
+                });
+            }
+            let mut segments = Vec::new();
+            if append && let Some(base) = &state.live {
+                self.check_schema(symbol, base, schema)?;
+                if base.column_slices != slices {
+                    return Err(Error::Conflict {
+                        library: printable(&self.name),
+                        symbol: printable(symbol),
+                        uri: self.inner.uri.clone(),
+                        expected: None,
+                        found: Some(base.version),
+                    });
+                }
+                segments.extend(base.segments.iter().cloned());
+            }
+            segments.extend(new_segments.iter().cloned());
+            let manifest = Manifest::new(
+                state.next,
+                schema,
+                slices.to_vec(),
+                segments,
+                options.metadata.clone(),
+            )?;
+            let key = names::version_key(&self.name, symbol, state.next)?;
+            let frame = self.inner.blob(&manifest.to_bytes()?)?;
+            *attempted = true;
+            let won = if pending.is_empty() {
+                self.b().put_new(&key, frame)?
+            } else {
+                let mut items = std::mem::take(pending);
+                items.push((key, frame));
+                self.b()
+                    .put_new_batch(items)?
+                    .last()
+                    .copied()
+                    .unwrap_or(false)
+            };
+            if won {
+                // The version is published; the head is only a hint (readers
+                // probe past a stale one), so failing to update it is no error.
+                let head = self.inner.blob(&manifest.version.to_le_bytes())?;
+                let _ = self.b().put(&names::head_key(&self.name, symbol)?, head);
+                return Ok(info(&manifest));
+            }
+            // Another writer took this number: take the next one.
+        }
+    }
+
+    fn tile_jobs<'a>(
+        &self,
+        symbol: &str,
+        write: &str,
+        segments: &'a [Vec<RecordBatch>],
+        slices: &[(u32, u32)],
+    ) -> Result<Vec<TileJob<'a>>> {
+        let mut jobs = Vec::with_capacity(segments.len() * slices.len());
+        for (i, batches) in segments.iter().enumerate() {
+            for (c, &slice) in slices.iter().enumerate() {
+                jobs.push(TileJob {
+                    key: names::tile_key(&self.name, symbol, write, i as u32, c as u32)?,
+                    batches,
+                    slice,
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Encodes and stores tiles in parallel, in batches of about
+    /// [`StoreOptions::batch_bytes`].
+    fn put_tiles(&self, jobs: &[TileJob<'_>], schema: &SchemaRef) -> Result<()> {
+        let mut groups: Vec<&[TileJob<'_>]> = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, job) in jobs.iter().enumerate() {
+            bytes += job
+                .batches
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum::<usize>()
+                * (job.slice.1 - job.slice.0) as usize
+                / schema.fields().len().max(1);
+            if bytes >= self.inner.options.batch_bytes {
+                groups.push(&jobs[start..=i]);
+                (start, bytes) = (i + 1, 0);
+            }
+        }
+        if start < jobs.len() {
+            groups.push(&jobs[start..]);
+        }
+        groups
+            .into_par_iter()
+            .try_for_each(|group| self.b().put_batch(encode_tiles(group, schema)?))
+    }
+
+    /// The newest version number of `symbol` and its newest live version.
+    ///
+    /// The head key is only a hint: the manifest it names is read, newer
+    /// numbers are probed (a writer may have died before updating the head),
+    /// and deleted versions are skipped. Without a usable hint, probing
+    /// starts at version 0.
+    fn state(&self, symbol: &str) -> Result<SymState> {
+        let hint = self
+            .b()
+            .get(&names::head_key(&self.name, symbol)?)?
+            .and_then(|f| head_version(f, symbol));
+        // Numbers are contiguous from 0 (deleted versions keep theirs as
+        // tombstones; deleting a symbol removes the newest first), so
+        // probing forward from the hint, or from 0 without one, finds the
+        // newest without listing.
+        let mut n = hint.unwrap_or(0);
+        let mut first = self.manifest(symbol, n)?;
+        if first.is_none() && n != 0 {
+            n = 0;
+            first = self.manifest(symbol, 0)?;
+        }
+        let mut known: Vec<(u64, Option<Manifest>)> = Vec::new();
+        if let Some(m) = first {
+            known.push((n, Some(m)));
+            while let Some(m) = self.manifest(symbol, n + 1)? {
+                n += 1;
+                known.push((n, Some(m)));
+            }
+        }
+        let Some(&(newest, _)) = known.last() else {
+            return Ok(SymState {
+                next: 0,
+                live: None,
+            });
+        };
+        let mut live = None;
+        let mut n = newest;
+        loop {
+            let m = match known
+                .iter_mut()
+                .find(|(k, _)| *k == n)
+                .and_then(|(_, m)| m.take())
+            {
+                Some(m) => Some(m),
+                None => self.manifest(symbol, n)?,
+            };
+            if let Some(m) = m
+                && !m.deleted
+            {
+                live = Some(m);
+                break;
+            }
+            if n == 0 {
+                break;
+            }
+            n -= 1;
+        }
+        Ok(SymState {
+            next: newest + 1,
+            live,
+        })
+    }
+
+    /// Version numbers with a manifest (deleted ones included), ascending.
+    fn version_numbers(&self, symbol: &str) -> Result<Vec<u64>> {
+        let prefix = names::versions_prefix(&self.name, Some(symbol));
+        Ok(self
+            .b()
+            .list(&prefix)?
+            .iter()
+            .filter_map(|k| k.as_str().strip_prefix(&prefix)?.parse().ok())
+            .collect())
+    }
+
+    fn manifest(&self, symbol: &str, version: u64) -> Result<Option<Manifest>> {
+        let key = names::version_key(&self.name, symbol, version)?;
+        let Some(frame) = self.b().get(&key)? else {
+            return Ok(None);
+        };
+        let location = self.b().location(&key);
+        let value = frame::decode(frame, &key, &location)?;
+        let bytes = value
+            .as_blob()
+            .ok_or_else(|| Error::corrupt(&key, &location, "a manifest must be a blob"))?;
+        Manifest::from_bytes(bytes, &key, &location).map(Some)
+    }
+
+    /// Reads the latest version of `symbol`.
+    pub fn read(&self, symbol: &str) -> Result<Versioned> {
+        self.read_with(symbol, &ReadOptions::default())
+    }
+
+    /// Reads a version, columns and rows of `symbol`.
+    ///
+    /// Unknown columns are [`Error::InvalidValue`]; a missing symbol or
+    /// version is [`Error::SymbolNotFound`].
+    pub fn read_with(&self, symbol: &str, options: &ReadOptions) -> Result<Versioned> {
+        names::validate("symbol", symbol)?;
+        let manifest = match options.as_of {
+            Some(v) => self
+                .manifest(symbol, v)?
+                .filter(|m| !m.deleted)
+                .ok_or_else(|| self.not_found(symbol, Some(v)))?,
+            None => self
+                .state(symbol)?
+                .live
+                .ok_or_else(|| self.not_found(symbol, None))?,
+        };
+        let table = self.read_manifest(symbol, &manifest, options)?;
+        Ok(Versioned {
+            info: info(&manifest),
+            table,
+        })
+    }
+
+    /// Reads the latest version of each symbol, in parallel.
+    pub fn read_batch(&self, symbols: &[&str]) -> Result<Vec<Versioned>> {
+        symbols.par_iter().map(|s| self.read(s)).collect()
+    }
+
+    fn read_manifest(&self, symbol: &str, m: &Manifest, options: &ReadOptions) -> Result<Table> {
+        let mkey = names::version_key(&self.name, symbol, m.version)?;
+        let location = self.b().location(&mkey);
+        let schema = m.schema(&mkey, &location)?;
+        let wanted: Vec<usize> = match &options.columns {
+            None => (0..schema.fields().len()).collect(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    schema.index_of(n).map_err(|_| Error::InvalidValue {
+                        reason: format!(
+                            "symbol {:?} in library {:?} has no column {n:?} (columns: {})",
+                            printable(symbol),
+                            printable(&self.name),
+                            schema
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let out_schema = Arc::new(schema.project(&wanted).map_err(|e| Error::InvalidValue {
+            reason: e.to_string(),
+        })?);
+        // The slices holding wanted columns, each with its wanted columns in
+        // schema order; `place[k]`: where output column k is among the tiles.
+        let mut slice_columns: Vec<(u32, Option<Vec<String>>)> = Vec::new();
+        let mut place = vec![(0usize, 0usize); wanted.len()];
+        for (c, &(lo, hi)) in m.column_slices.iter().enumerate() {
+            let cols: BTreeSet<usize> = wanted
+                .iter()
+                .copied()
+                .filter(|&i| (lo as usize..hi as usize).contains(&i))
+                .collect();
+            if cols.is_empty() {
+                continue;
+            }
+            for (k, w) in wanted.iter().enumerate() {
+                if let Some(p) = cols.iter().position(|i| i == w) {
+                    place[k] = (slice_columns.len(), p);
+                }
+            }
+            let whole = cols.len() == (hi - lo) as usize;
+            let names = (!whole).then(|| {
+                cols.iter()
+                    .map(|&i| schema.field(i).name().clone())
+                    .collect()
+            });
+            slice_columns.push((c as u32, names));
+        }
+        let (start, end) = match &options.row_range {
+            Some(r) => (
+                r.start.min(m.rows),
+                r.end.clamp(r.start.min(m.rows), m.rows),
+            ),
+            None => (0, m.rows),
+        };
+        // (segment, first row within it, rows wanted from it)
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        for seg in &m.segments {
+            let (lo, hi) = (offset, offset + seg.rows);
+            if hi > start && lo < end && seg.rows > 0 {
+                let from = start.max(lo) - lo;
+                parts.push((seg, from, end.min(hi) - lo - from));
+            }
+            offset = hi;
+        }
+        let tiles: Vec<Vec<Table>> = parts
+            .par_iter()
+            .map(|&(seg, _, _)| {
+                slice_columns
+                    .iter()
+                    .map(|(c, cols)| self.read_tile(symbol, m, seg, *c, cols.clone()))
+                    .collect()
+            })
+            .collect::<Result<_>>()?;
+        let mut batches = Vec::new();
+        for ((seg, from, len), seg_tiles) in parts.iter().zip(tiles) {
+            let joined = join_slices(&out_schema, &seg_tiles, &place).map_err(|reason| {
+                Error::corrupt(
+                    &mkey,
+                    &location,
+                    format!("segment {}/{}: {reason}", seg.write, seg.index),
+                )
+            })?;
+            batches.extend(slice_rows(joined, *from as usize, *len as usize));
+        }
+        Table::try_new(out_schema, batches)
+    }
+
+    fn read_tile(
+        &self,
+        symbol: &str,
+        m: &Manifest,
+        seg: &Segment,
+        slice: u32,
+        columns: Option<Vec<String>>,
+    ) -> Result<Table> {
+        let key = names::tile_key(&self.name, symbol, &seg.write, seg.index, slice)?;
+        let location = self.b().location(&key);
+        let frame = self.b().get(&key)?.ok_or_else(|| {
+            Error::corrupt(
+                &key,
+                &location,
+                format!(
+                    "tile of version {} of symbol {:?} in library {:?} is missing (deleted while being read, or damaged: run `spillpool store URI check`)",
+                    m.version,
+                    printable(symbol),
+                    printable(&self.name)
+                ),
+            )
+        })?;
+        let selection = Selection {
+            columns,
+            batches: None,
+        };
+        let table = frame::decode_table_selected(frame, &key, &location, &selection)?;
+        if table.num_rows() as u64 != seg.rows {
+            return Err(Error::corrupt(
+                &key,
+                &location,
+                format!(
+                    "tile has {} rows, its manifest says {}",
+                    table.num_rows(),
+                    seg.rows
+                ),
+            ));
+        }
+        Ok(table)
+    }
+
+    /// Writes many symbols at once: their tiles and manifests go to the
+    /// backend in a few batches (one LMDB transaction each), which is how
+    /// thousands of small symbols are written per second.
+    ///
+    /// Symbols must be distinct. Each symbol gets a new version as
+    /// [`Library::write`] would give it.
+    pub fn write_batch(&self, items: &[(&str, &Table)]) -> Result<Vec<VersionInfo>> {
+        let mut seen = HashSet::new();
+        for (symbol, _) in items {
+            names::validate("symbol", symbol)?;
+            if !seen.insert(*symbol) {
+                return Err(Error::InvalidValue {
+                    reason: format!("symbol {:?} appears twice in one batch", printable(symbol)),
+                });
+            }
+        }
+        self.inner.require_library(&self.name)?;
+        let write = write_id();
+        let prepared: Vec<Prepared> = items
+            .par_iter()
+            .map(|(symbol, table)| {
+                let slices = column_slices(table.schema(), self.inner.options.columns_per_segment);
+                let segments = row_segments(table, self.inner.options.rows_per_segment);
+                let jobs = self.tile_jobs(symbol, &write, &segments, &slices)?;
+                let frames = encode_tiles(&jobs, table.schema())?;
+                let segs = segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| Segment {
+                        write: write.clone(),
+                        index: i as u32,
+                        rows: b.iter().map(|b| b.num_rows() as u64).sum(),
+                    })
+                    .collect();
+                Ok((frames, segs, slices))
+            })
+            .collect::<Result<_>>()?;
+        let mut tiles = Vec::new();
+        let mut plans = Vec::with_capacity(items.len());
+        for (frames, segs, slices) in prepared {
+            tiles.extend(frames);
+            plans.push((segs, slices));
+        }
+        self.b().put_batch(tiles)?;
+        let states: Vec<SymState> = items
+            .iter()
+            .map(|(s, _)| self.state(s))
+            .collect::<Result<_>>()?;
+        let mut manifests = Vec::with_capacity(items.len());
+        let mut frames = Vec::with_capacity(items.len());
+        for (((symbol, table), (segs, slices)), state) in items.iter().zip(&plans).zip(&states) {
+            let m = Manifest::new(
+                state.next,
+                table.schema(),
+                slices.clone(),
+                segs.clone(),
+                None,
+            )?;
+            frames.push((
+                names::version_key(&self.name, symbol, m.version)?,
+                self.inner.blob(&m.to_bytes()?)?,
+            ));
+            manifests.push(m);
+        }
+        let won = self.b().put_new_batch(frames)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut heads = Vec::with_capacity(items.len());
+        for (((symbol, table), (segs, slices)), (m, won)) in
+            items.iter().zip(&plans).zip(manifests.into_iter().zip(won))
+        {
+            let m = if won {
+                m
+            } else {
+                // Lost a race for this symbol's number: publish it alone.
+                let published = self.publish(
+                    symbol,
+                    table.schema(),
+                    slices,
+                    segs,
+                    &WriteOptions::default(),
+                    false,
+                    &mut Vec::new(),
+                    &mut false,
+                )?;
+                out.push(published);
+                continue;
+            };
+            heads.push((
+                names::head_key(&self.name, symbol)?,
+                self.inner.blob(&m.version.to_le_bytes())?,
+            ));
+            out.push(info(&m));
+        }
+        // Hints only: see `publish`.
+        let _ = self.b().put_batch(heads);
+        Ok(out)
+    }
+
+    /// Every symbol with at least one version, sorted.
+    pub fn list_symbols(&self) -> Result<Vec<String>> {
+        let prefix = names::versions_prefix(&self.name, None);
+        let mut symbols: Vec<String> = Vec::new();
+        for key in self.b().list(&prefix)? {
+            if let Some((symbol, _)) = key
+                .as_str()
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split_once('/'))
+                && symbols.last().map(String::as_str) != Some(symbol)
+            {
+                symbols.push(symbol.to_string());
+            }
+        }
+        Ok(symbols)
+    }
+
+    /// Whether `symbol` has a version.
+    pub fn has_symbol(&self, symbol: &str) -> Result<bool> {
+        names::validate("symbol", symbol)?;
+        Ok(self.state(symbol)?.live.is_some())
+    }
+
+    /// The live versions of `symbol`, oldest first (empty if there is none).
+    pub fn list_versions(&self, symbol: &str) -> Result<Vec<VersionInfo>> {
+        names::validate("symbol", symbol)?;
+        let mut out = Vec::new();
+        for n in self.version_numbers(symbol)? {
+            if let Some(m) = self.manifest(symbol, n)?
+                && !m.deleted
+            {
+                out.push(info(&m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes `symbol`: every version and its data. Returns whether it existed.
+    pub fn delete(&self, symbol: &str) -> Result<bool> {
+        names::validate("symbol", symbol)?;
+        let existed = self.state(symbol)?.live.is_some();
+        let b = self.b();
+        // Newest manifest first, so a reader never sees an older version
+        // become the latest while the symbol is being deleted... except
+        // through a stale head, which reading the manifest rules out.
+        let mut versions = self.version_numbers(symbol)?;
+        versions.reverse();
+        for n in versions {
+            b.delete(&names::version_key(&self.name, symbol, n)?)?;
+        }
+        b.delete(&names::head_key(&self.name, symbol)?)?;
+        for key in b.list(&names::tiles_prefix(Some(&self.name), Some(symbol)))? {
+            b.delete(&key)?;
+        }
+        Ok(existed)
+    }
+
+    /// Deletes one version of `symbol`; returns whether it existed.
+    ///
+    /// Its number is not reused. Data shared with other versions (an
+    /// append shares its base's segments) stays. Deleting the last live
+    /// version deletes the symbol, whose numbers then start again at 0.
+    pub fn delete_version(&self, symbol: &str, version: u64) -> Result<bool> {
+        names::validate("symbol", symbol)?;
+        let Some(m) = self.manifest(symbol, version)?.filter(|m| !m.deleted) else {
+            return Ok(false);
+        };
+        let mut others: HashMap<(String, u32), ()> = HashMap::new();
+        let mut any_other = false;
+        for n in self.version_numbers(symbol)? {
+            if n == version {
+                continue;
+            }
+            if let Some(o) = self.manifest(symbol, n)?
+                && !o.deleted
+            {
+                any_other = true;
+                for s in o.segments {
+                    others.insert((s.write, s.index), ());
+                }
+            }
+        }
+        if !any_other {
+            return self.delete(symbol);
+        }
+        let key = names::version_key(&self.name, symbol, version)?;
+        self.b()
+            .put(&key, self.inner.blob(&m.tombstone().to_bytes()?)?)?;
+        for seg in &m.segments {
+            if others.contains_key(&(seg.write.clone(), seg.index)) {
+                continue;
+            }
+            for c in 0..m.column_slices.len() {
+                self.b().delete(&names::tile_key(
+                    &self.name, symbol, &seg.write, seg.index, c as u32,
+                )?)?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn info(m: &Manifest) -> VersionInfo {
+    VersionInfo {
+        version: m.version,
+        rows: m.rows,
+        created_ms: m.created_ms,
+        segments: m.segments.len(),
+        metadata: m.metadata.clone(),
+    }
+}
+
+fn head_version(frame: Bytes, symbol: &str) -> Option<u64> {
+    let key = Key::new(symbol).ok()?;
+    let value = frame::decode(frame, &key, "").ok()?;
+    let bytes: [u8; 8] = value.as_blob()?.as_ref().try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// A key part no other write of any process uses: time, process, counter, randomness.
+fn write_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 4];
+    // Without randomness, time + pid + counter still separate writers on one host.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    format!(
+        "{:011x}-{:x}-{:x}-{}",
+        manifest::now_ms(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// Milliseconds since the epoch when write `id` began (see [`write_id`]).
+pub(crate) fn write_time_ms(id: &str) -> Option<u64> {
+    u64::from_str_radix(id.split('-').next()?, 16).ok()
+}
+
+/// Column ranges of at most `per_slice` columns covering `schema`.
+fn column_slices(schema: &Schema, per_slice: usize) -> Vec<(u32, u32)> {
+    let n = schema.fields().len();
+    if n == 0 {
+        return vec![(0, 0)];
+    }
+    (0..n)
+        .step_by(per_slice)
+        .map(|lo| (lo as u32, (lo + per_slice).min(n) as u32))
+        .collect()
+}
+
+/// Cuts `table` into groups of at most `rows` rows (slices, no copy).
+fn row_segments(table: &Table, rows: usize) -> Vec<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut filled = 0;
+    for batch in table.batches() {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (rows - filled).min(batch.num_rows() - offset);
+            current.push(batch.slice(offset, take));
+            filled += take;
+            offset += take;
+            if filled == rows {
+                out.push(std::mem::take(&mut current));
+                filled = 0;
+            }
+        }
+    }
+    if filled > 0 {
+        out.push(current);
+    }
+    out
+}
+
+fn encode_tiles(jobs: &[TileJob<'_>], schema: &SchemaRef) -> Result<Vec<(Key, Frame)>> {
+    jobs.par_iter()
+        .map(|job| {
+            let idx: Vec<usize> = (job.slice.0 as usize..job.slice.1 as usize).collect();
+            let bad = |e: arrow_schema::ArrowError| Error::InvalidValue {
+                reason: e.to_string(),
+            };
+            let tile_schema = Arc::new(schema.project(&idx).map_err(bad)?);
+            let batches = job
+                .batches
+                .iter()
+                .map(|b| b.project(&idx))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            let frame = frame::encode(&Value::Table(Table::try_new(tile_schema, batches)?))?;
+            Ok((job.key.clone(), frame))
+        })
+        .collect()
+}
+
+/// Joins the tiles of one segment (one per column slice, same batch
+/// boundaries) into batches of `schema`'s columns; output column k is column
+/// `place[k].1` of tile `place[k].0`.
+fn join_slices(
+    schema: &SchemaRef,
+    tiles: &[Table],
+    place: &[(usize, usize)],
+) -> std::result::Result<Vec<RecordBatch>, String> {
+    let Some(first) = tiles.first() else {
+        return Err("no tile".into());
+    };
+    let n = first.batches().len();
+    if tiles.iter().any(|t| t.batches().len() != n) {
+        return Err("its tiles have different batch counts".into());
+    }
+    let mut out = Vec::with_capacity(n);
+    for j in 0..n {
+        let columns = place
+            .iter()
+            .map(|&(t, p)| {
+                tiles[t].batches()[j]
+                    .columns()
+                    .get(p)
+                    .cloned()
+                    .ok_or_else(|| format!("tile {t} has no column {p}"))
+            })
+            .collect::<std::result::Result<Vec<ArrayRef>, String>>()?;
+        let rows = first.batches()[j].num_rows();
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(schema),
+            columns,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| e.to_string())?;
+        out.push(batch);
+    }
+    Ok(out)
+}
+
+/// Rows `from..from + len` of `batches` (slices, no copy).
+fn slice_rows(batches: Vec<RecordBatch>, from: usize, len: usize) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let (mut skip, mut left) = (from, len);
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        if skip >= b.num_rows() {
+            skip -= b.num_rows();
+            continue;
+        }
+        let take = (b.num_rows() - skip).min(left);
+        out.push(if skip == 0 && take == b.num_rows() {
+            b
+        } else {
+            b.slice(skip, take)
+        });
+        left -= take;
+        skip = 0;
+    }
+    out
+}
