@@ -132,7 +132,7 @@ impl Ref {
 impl fmt::Debug for Ref {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ref")
-            .field("pool", &self.0.pool_id)
+            .field("pool", &self.0.pool.as_ptr())
             .field("id", &self.0.id)
             .field("size", &self.0.size())
             .finish()
@@ -179,7 +179,6 @@ pub struct Retained {
 
 struct Entry {
     id: u64,
-    pool_id: u64,
     /// The pool, for releasing the value when the last `Ref` drops.
     pool: Weak<Inner>,
     /// Live `Ref` clones.
@@ -197,7 +196,8 @@ struct Entry {
 
 /// Where a registered file's value comes from.
 struct Source {
-    path: PathBuf,
+    /// A boxed path (16 bytes, not a `PathBuf`'s 24): entries are made by the thousand.
+    path: Box<std::path::Path>,
     format: Format,
 }
 
@@ -210,7 +210,9 @@ impl Entry {
 #[derive(Default)]
 struct State {
     /// A registered file's length and modification time when first read.
-    file_seen: Option<(u64, Option<std::time::SystemTime>)>,
+    /// Boxed: most entries are never registered files, and a registered
+    /// file's entry is allocated by the thousand at registration.
+    file_seen: Option<Box<(u64, Option<std::time::SystemTime>)>>,
     resident: Option<Arc<Value>>,
     /// Bytes of the disk copy, if there is one.
     on_disk: Option<u64>,
@@ -317,7 +319,6 @@ impl Pool {
         let is_table = value.as_table().is_some();
         let entry = Arc::new(Entry {
             id,
-            pool_id: inner.id,
             pool: Arc::downgrade(inner),
             handles: AtomicUsize::new(1),
             is_table,
@@ -495,7 +496,7 @@ impl Pool {
     pub fn register_file(&self, path: impl Into<PathBuf>, format: Option<Format>) -> Result<Ref> {
         let path = path.into();
         let format = resolve_format(&path, format)?;
-        let mut refs = self.insert_sources(std::iter::once((path, format)), 1);
+        let mut refs = self.insert_sources(std::iter::once((path, format)));
         refs.pop().ok_or_else(|| Error::InvalidValue {
             reason: "registration produced no handle".into(),
         })
@@ -508,15 +509,25 @@ impl Pool {
         I: IntoIterator<Item = P>,
         P: Into<PathBuf>,
     {
-        let items = paths
-            .into_iter()
-            .map(|p| {
-                let p = p.into();
-                resolve_format(&p, format).map(|f| (p, f))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let n = items.len();
-        Ok(self.insert_sources(items.into_iter(), n))
+        let paths = paths.into_iter();
+        let mut failure = None;
+        // One pass, no intermediate list: on an unknown extension the refs
+        // made so far are dropped (releasing them is free: nothing was read).
+        let items = paths.map_while(|p| {
+            let p = p.into();
+            match resolve_format(&p, format) {
+                Ok(f) => Some((p, f)),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            }
+        });
+        let refs = self.insert_sources(items);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(refs),
+        }
     }
 
     /// Registers every table file of a directory (by extension, unless a
@@ -543,24 +554,26 @@ impl Pool {
         self.register_files(paths, format)
     }
 
-    fn insert_sources(&self, items: impl Iterator<Item = (PathBuf, Format)>, n: usize) -> Vec<Ref> {
+    fn insert_sources(&self, items: impl Iterator<Item = (PathBuf, Format)>) -> Vec<Ref> {
         let inner = &self.inner;
-        let first = inner.next_id.fetch_add(n as u64, Ordering::Relaxed);
         let tick = inner.tick();
         let pool = Arc::downgrade(inner);
         // Registered entries join the shard index only when first parsed:
         // the index exists to find resident values to evict, and an unread
         // file holds nothing. Registration is one allocation per file.
-        let mut refs = Vec::with_capacity(n);
-        for (i, (path, format)) in items.enumerate() {
+        let (low, high) = items.size_hint();
+        let mut refs = Vec::with_capacity(high.unwrap_or(low));
+        for (path, format) in items {
             refs.push(Ref(Arc::new(Entry {
-                id: first + i as u64,
-                pool_id: inner.id,
+                id: inner.next_id.fetch_add(1, Ordering::Relaxed),
                 pool: Weak::clone(&pool),
                 handles: AtomicUsize::new(1),
                 is_table: true,
                 size: AtomicU64::new(0),
-                source: Some(Source { path, format }),
+                source: Some(Source {
+                    path: path.into_boxed_path(),
+                    format,
+                }),
                 last_access: AtomicU64::new(tick),
                 pins: AtomicU32::new(0),
                 state: Mutex::new(State::default()),
@@ -706,7 +719,8 @@ impl Inner {
     /// The entry of `r`, if `r` belongs to this pool. Whether it was
     /// released meanwhile is checked under its lock ([`Inner::lock_live`]).
     fn entry(&self, r: &Ref) -> Result<Arc<Entry>> {
-        if r.0.pool_id != self.id {
+        // The entry's pool is the pool itself: no id to store per entry.
+        if !std::ptr::eq(r.0.pool.as_ptr(), self) {
             return Err(self.missing(r));
         }
         Ok(Arc::clone(&r.0))
@@ -757,14 +771,14 @@ impl Inner {
     /// Parses a registered file (the caller holds the entry's lock).
     fn read_source(&self, entry: &Arc<Entry>, src: &Source, st: &mut State) -> Result<Value> {
         let bad = |reason: String| Error::InputFile {
-            path: src.path.clone(),
+            path: src.path.to_path_buf(),
             format: src.format.name(),
             reason,
         };
         let meta = std::fs::metadata(&src.path).map_err(|e| bad(e.to_string()))?;
         let seen = (meta.len(), meta.modified().ok());
-        if let Some(first) = st.file_seen
-            && first != seen
+        if let Some(first) = st.file_seen.as_deref()
+            && *first != seen
         {
             return Err(bad(format!(
                 "changed since it was first read ({} bytes then, {} now, or a new modification time); \
@@ -781,7 +795,7 @@ impl Inner {
                 .lock()
                 .insert(entry.id, Arc::clone(entry));
         }
-        st.file_seen = Some(seen);
+        st.file_seen = Some(Box::new(seen));
         let value = Value::Table(table);
         entry.size.store(value.size() as u64, Ordering::Relaxed);
         Counters::add(&self.counters.file_reads, 1);
