@@ -51,6 +51,23 @@ enum KvOp {
     },
     /// Show how many keys and bytes the backend holds.
     Stat,
+    /// Write COUNT generated values (PREFIX00000000, PREFIX00000001, …),
+    /// printing each index once its put has returned: load for tests and
+    /// benchmarks, and the acknowledgement log of the crash tests.
+    Fill {
+        /// How many values.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Bytes per value.
+        #[arg(long, default_value = "64KiB")]
+        size: String,
+        /// Key prefix.
+        #[arg(long, default_value = "fill/")]
+        prefix: String,
+        /// Seed of the generated contents (see `fill_value`).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Remove a shared-memory namespace (shm:// only) and free its memory.
     Destroy,
 }
@@ -125,9 +142,39 @@ pub fn run(args: KvArgs) -> Result<()> {
             println!("keys: {}", usage.keys);
             println!("bytes: {} ({})", usage.bytes, format_size(usage.bytes));
         }
+        KvOp::Fill {
+            count,
+            size,
+            prefix,
+            seed,
+        } => {
+            let size = spillpool::parse_size(&size, "--size")? as usize;
+            let mut out = io::stdout().lock();
+            for i in 0..count {
+                let k = key(&format!("{prefix}{i:08}"))?;
+                backend
+                    .put_value(&k, &Value::Blob(fill_value(seed, i, size).into()))
+                    .with_context(|| format!("cannot put {k:?} into {uri}"))?;
+                // Acknowledged only once put returned: flushed line by line.
+                writeln!(out, "{i}")?;
+                out.flush()?;
+            }
+        }
         KvOp::Destroy => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// The contents `kv fill` writes for index `i`: xorshift64 bytes from
+/// `seed * 2^32 + i` (so a checker can regenerate them).
+pub fn fill_value(seed: u64, i: u64, size: usize) -> Vec<u8> {
+    let mut state = (seed << 32 ^ i).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        out.extend_from_slice(&crate::bench::xorshift(&mut state).to_le_bytes());
+    }
+    out.truncate(size);
+    out
 }
 
 fn read_all(path: &Path) -> Result<Vec<u8>> {

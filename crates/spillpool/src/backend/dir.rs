@@ -101,6 +101,24 @@ fn decode_name(name: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Removes temporary files left by processes that died mid-write (their
+/// names start with the writer's pid). Files of live processes — other
+/// writers sharing the directory — are left alone. Best effort.
+fn remove_dead_writers_files(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
     DirBuilder::new()
         .recursive(true)
@@ -113,7 +131,9 @@ impl DirStore {
     /// Opens (creating if needed) a store over `roots`. `sync`: fsync on every put.
     pub(crate) fn open(roots: Vec<PathBuf>, sync: bool) -> Result<Self> {
         for root in &roots {
-            create_private_dir(&root.join(TMP_DIR))?;
+            let tmp = root.join(TMP_DIR);
+            create_private_dir(&tmp)?;
+            remove_dead_writers_files(&tmp);
         }
         Ok(DirStore {
             roots,

@@ -85,6 +85,50 @@ fn lmdb_err<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(heed::Error) ->
     }
 }
 
+/// Allocates the blocks of LMDB's lock file, which it creates sparse and
+/// maps: a reader slot first touched when the file system is full would
+/// otherwise have no block behind it, and the process would die of SIGBUS
+/// (seen on a full tmpfs). Allocated now, a full disk is an error at open.
+fn reserve_lock_file(dir: &Path) -> Result<()> {
+    let path = dir.join("lock.mdb");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", &path, e))?
+        .len();
+    match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        // Some file systems cannot preallocate: nothing to protect against there.
+        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+        Err(e) => Err(Error::write_io("allocate", &path, std::io::Error::from(e))),
+    }
+}
+
+const fn libc_eio() -> i32 {
+    5 // EIO on Linux
+}
+
+/// LMDB reports a short write (what a full file system causes) as EIO
+/// (`mdb_page_flush`: "short write, filesystem full?"). When the file system
+/// is indeed (nearly) full, say so: it is a full tier, not a broken disk.
+fn short_write(path: &Path, op: &'static str, e: std::io::Error) -> Error {
+    let free = rustix::fs::statvfs(path)
+        .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+        .ok();
+    match free {
+        Some(free) if free < 64 << 20 => Error::TierFull {
+            tier: format!("lmdb://{}", path.display()),
+            reason: format!(
+                "{op}: LMDB's write was cut short and the file system has {free} bytes free (disk full)"
+            ),
+        },
+        _ => Error::write_io(op, path.join("data.mdb"), e),
+    }
+}
+
 impl LmdbBackend {
     /// Opens the environment in `dir`. `sync`: fsync every commit. `map_size`: initial map size.
     pub fn open(dir: &Path, sync: bool, map_size: u64) -> Result<Self> {
@@ -121,6 +165,7 @@ impl LmdbBackend {
         // SAFETY: the registry above guarantees one open per path in this process,
         // and mapped pages are only read through transactions we keep alive.
         let env = unsafe { options.open(&path) }.map_err(lmdb_err(&path, "open"))?;
+        reserve_lock_file(&path)?;
         let wtxn = env.write_txn().map_err(lmdb_err(&path, "begin"))?;
         let created: heed::Result<_> = env.create_databases_and_commit(wtxn, |opener, wtxn| {
             let frames: Database<RawBytes, RawBytes> =
@@ -215,6 +260,9 @@ impl LmdbBackend {
                 Ok(out) => return Ok(out),
                 Err(heed::Error::Mdb(MdbError::MapFull)) => self.resize(true, op)?,
                 Err(heed::Error::Mdb(MdbError::MapResized)) => self.resize(false, op)?,
+                Err(heed::Error::Io(e)) if e.raw_os_error() == Some(libc_eio()) => {
+                    return Err(short_write(&s.path, op, e));
+                }
                 Err(e) => return Err(lmdb_err(&s.path, op)(e)),
             }
         }
