@@ -117,7 +117,12 @@ fn run_pool(args: PoolDemoArgs) -> Result<()> {
             args.policy
         )
     })?;
-    let mut builder = Pool::builder().memory_limit(memory_limit);
+    // SPILLPOOL_* variables (disk limit, spill dirs, filters) apply where no
+    // flag says otherwise; a malformed one is an error, not ignored.
+    let mut builder = Pool::builder()
+        .from_env()
+        .context("invalid SPILLPOOL_* environment")?
+        .memory_limit(memory_limit);
     builder = match policy.name() {
         "mru" => builder.policy(spillpool::pool::Mru),
         _ => builder.policy(spillpool::pool::Lru),

@@ -10,6 +10,7 @@ mod demo_backends;
 mod demo_lazy;
 mod kv;
 mod rss;
+mod soak;
 mod store_cmd;
 
 use std::io::ErrorKind;
@@ -35,6 +36,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Libraries, symbols and versions of tables in a named store on any backend.
     Store(store_cmd::StoreArgs),
+    /// Many threads work a pool ten times its memory bound for a bounded
+    /// time, checking every value, the memory bound and leftover files.
+    Soak(soak::SoakArgs),
     /// Benchmarks, each beside the machine's own limits measured in the same run.
     Bench(bench::BenchArgs),
 }
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Store(args) => store_cmd::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Soak(args) => soak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -134,6 +134,9 @@ pub fn run(args: StoreArgs) -> Result<()> {
             append,
             metadata,
         } => {
+            // Names first: a typo should not cost reading a large file.
+            spillpool::store::validate_library_name(&lib)?;
+            spillpool::store::validate_symbol_name(&symbol)?;
             let table = read_input(&file)?;
             let mut options = WriteOptions::default();
             if let Some(m) = metadata {

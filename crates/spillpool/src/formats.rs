@@ -191,6 +191,9 @@ fn read_csv(file: File, selection: &Selection) -> std::result::Result<Table, Str
         .with_header(true)
         .infer_schema(&mut file, Some(1000))
         .map_err(|e| e.to_string())?;
+    if schema.fields().is_empty() {
+        return Err("no header row (an empty file?)".into());
+    }
     file.rewind().map_err(|e| e.to_string())?;
     if selection.batches.is_some() {
         return Err("CSV files can be read by columns, not by batches".into());

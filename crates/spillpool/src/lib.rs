@@ -28,7 +28,8 @@
 //! Not here yet: the network server and object storage.
 //!
 //! Cargo features: `parquet` (read and write Parquet files, see [`formats`]),
-//! `conformance` (the backend test suite, for other crates' tests).
+//! `conformance` (the backend test suite and the model checks of `model`,
+//! for other crates' tests), `arbitrary` (model operations from fuzzer input).
 
 #![warn(missing_docs)]
 
@@ -40,6 +41,8 @@ pub mod filter;
 pub mod formats;
 pub mod frame;
 mod key;
+#[cfg(any(test, feature = "conformance"))]
+pub mod model;
 pub mod pool;
 mod size;
 pub mod store;

@@ -367,3 +367,22 @@ fn full_file_system_is_tier_full_and_loses_nothing() {
             .unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// LMDB's lock file is fully allocated at open (so a full disk cannot turn a
+/// reader-slot write into SIGBUS), through LMDB's own descriptor.
+#[test]
+fn lmdb_lock_file_is_allocated_at_open() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tmp();
+    let db = open(&format!("lmdb://{}", dir.path().display()));
+    db.put_value(&key("k"), &Value::from(b"v".to_vec()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let meta = std::fs::metadata(dir.path().join("lock.mdb")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(meta.len() > 0);
+    assert!(
+        meta.blocks() * 512 >= meta.len(),
+        "lock.mdb: {} bytes but {} allocated",
+        meta.len(),
+        meta.blocks() * 512
+    );
+}

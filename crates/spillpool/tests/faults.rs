@@ -137,7 +137,8 @@ fn failed_operations_leave_every_acknowledged_value_intact() {
                 .fail_every(FaultOp::Delete, 3),
         );
         let b = FaultyBackend::new(inner, Arc::clone(&plan));
-        let (_, errors) = random_ops_keep_acknowledged_values(&b, &plan, 42 + i as u64);
+        let (ops, errors) = random_ops_keep_acknowledged_values(&b, &plan, 42 + i as u64);
+        eprintln!("faults: {b}: {errors} faults injected over {ops} operations, 0 values lost");
         assert!(
             errors > 20 && plan.injected() == errors,
             "{b}: {errors} errors, {} injected",
@@ -159,7 +160,10 @@ fn file_backend_faults_at_write_and_rename_keep_old_values() {
     let b = FileBackend::open(vec![dir.path().to_path_buf()], true)
         .unwrap_or_else(|e| panic!("{e}"))
         .with_faults(Arc::clone(&plan));
-    let (_, errors) = random_ops_keep_acknowledged_values(&b, &plan, 9);
+    let (ops, errors) = random_ops_keep_acknowledged_values(&b, &plan, 9);
+    eprintln!(
+        "faults: file backend internals: {errors} faults over {ops} operations, 0 values lost"
+    );
     assert!(errors > 20, "{errors}");
     // No temporary file is left behind by a failed write.
     let tmp_files = std::fs::read_dir(dir.path().join(".tmp"))
@@ -362,6 +366,11 @@ fn the_store_over_failing_storage_keeps_every_acknowledged_version() {
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(col, expect.batches()[0], "{uri}: version {v}");
         }
+        eprintln!(
+            "faults: store on {uri}: {} faults injected, {failures} writes failed, {} acknowledged versions intact",
+            plan.injected(),
+            acked.len()
+        );
         let report = store
             .check(&CheckOptions {
                 repair: true,

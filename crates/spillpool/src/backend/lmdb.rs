@@ -89,22 +89,39 @@ fn lmdb_err<'p>(path: &'p Path, op: &'static str) -> impl FnOnce(heed::Error) ->
 /// maps: a reader slot first touched when the file system is full would
 /// otherwise have no block behind it, and the process would die of SIGBUS
 /// (seen on a full tmpfs). Allocated now, a full disk is an error at open.
+///
+/// The allocation goes through LMDB's own descriptor, found in
+/// `/proc/self/fd`: opening and closing the file ourselves would drop the
+/// POSIX record lock LMDB holds on it (closing *any* descriptor of a file
+/// releases all of a process's record locks on it), and another process
+/// would then take itself for the only user and reset the reader table —
+/// which the 50-writer test caught as an LMDB assertion failure.
 fn reserve_lock_file(dir: &Path) -> Result<()> {
     let path = dir.join("lock.mdb");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", &path, e))?
-        .len();
-    match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len) {
-        // Some file systems cannot preallocate: nothing to protect against there.
-        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
-        Err(e) => Err(Error::write_io("allocate", &path, std::io::Error::from(e))),
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return Ok(()); // no procfs: nothing to protect with
+    };
+    for fd in fds.flatten() {
+        if std::fs::read_link(fd.path()).ok().as_deref() != Some(path.as_path()) {
+            continue;
+        }
+        let Ok(raw) = fd.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: `raw` is LMDB's descriptor of its lock file, open for as
+        // long as the environment, which outlives this call; we only
+        // borrow it and never close it.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+        let len = rustix::fs::fstat(fd)
+            .map_err(|e| Error::io("stat", &path, std::io::Error::from(e)))?
+            .st_size;
+        return match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
+            // Some file systems cannot preallocate: nothing to protect against there.
+            Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+            Err(e) => Err(Error::write_io("allocate", &path, std::io::Error::from(e))),
+        };
     }
+    Ok(())
 }
 
 const fn libc_eio() -> i32 {

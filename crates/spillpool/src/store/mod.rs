@@ -312,6 +312,16 @@ impl Store {
     }
 }
 
+/// Checks a library name without touching any store (see [`Error::InvalidName`]).
+pub fn validate_library_name(name: &str) -> Result<()> {
+    names::validate("library", name)
+}
+
+/// Checks a symbol name without touching any store (see [`Error::InvalidName`]).
+pub fn validate_symbol_name(name: &str) -> Result<()> {
+    names::validate("symbol", name)
+}
+
 /// The newest version number of a symbol, and its newest live version.
 struct SymState {
     next: u64,
