@@ -244,21 +244,31 @@ pub(crate) fn report(samples: &[Sample], suite: &str, out: Option<&Path>) -> Res
         println!("{storage:<28} {op:<11} {min:>10.0} {med:>10.0} {max:>10.0}");
     }
     if let Some(path) = out {
-        let mut csv = String::from("suite,storage,op,bytes,repeat,seconds,mb_per_s\n");
-        for s in samples {
-            csv.push_str(&format!(
-                "{suite},{},{},{},{},{:.6},{:.1}\n",
-                s.storage,
-                s.op,
-                s.bytes,
-                s.repeat,
-                s.seconds,
-                s.mb_per_s()
-            ));
-        }
-        std::fs::write(path, csv).with_context(|| format!("write {}", path.display()))?;
+        write_csv(samples, path, |_| suite)?;
     }
     Ok(())
+}
+
+/// Writes every sample as a CSV row `suite,storage,op,bytes,repeat,seconds,mb_per_s`.
+pub(crate) fn write_csv<'s>(
+    samples: &'s [Sample],
+    path: &Path,
+    suite_of: impl Fn(&'s Sample) -> &'s str,
+) -> Result<()> {
+    let mut csv = String::from("suite,storage,op,bytes,repeat,seconds,mb_per_s\n");
+    for s in samples {
+        csv.push_str(&format!(
+            "{},{},{},{},{},{:.6},{:.1}\n",
+            suite_of(s),
+            s.storage,
+            s.op,
+            s.bytes,
+            s.repeat,
+            s.seconds,
+            s.mb_per_s()
+        ));
+    }
+    std::fs::write(path, csv).with_context(|| format!("write {}", path.display()))
 }
 
 /// MB/s of every sample of (storage, op), sorted.

@@ -237,7 +237,13 @@ pub fn run(a: StoreBench) -> Result<()> {
         }
     }
     if let Some(path) = &a.out {
-        write_csv(&samples, path)?;
+        crate::bench::write_csv(&samples, path, |s| {
+            if s.op.starts_with("small-") {
+                "store-small"
+            } else {
+                "store"
+            }
+        })?;
     }
     if let Some(path) = &a.chart {
         crate::chart::draw(&samples, path)?;
@@ -365,25 +371,4 @@ fn small_symbols(
         line.join(", ")
     );
     Ok(())
-}
-
-fn write_csv(samples: &[Sample], path: &Path) -> Result<()> {
-    let mut csv = String::from("suite,storage,op,bytes,repeat,seconds,mb_per_s\n");
-    for s in samples {
-        let suite = if s.op.starts_with("small-") {
-            "store-small"
-        } else {
-            "store"
-        };
-        csv.push_str(&format!(
-            "{suite},{},{},{},{},{:.6},{:.1}\n",
-            s.storage,
-            s.op,
-            s.bytes,
-            s.repeat,
-            s.seconds,
-            s.mb_per_s()
-        ));
-    }
-    std::fs::write(path, csv).with_context(|| format!("write {}", path.display()))
 }

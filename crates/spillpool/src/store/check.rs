@@ -16,6 +16,7 @@ use super::{names, write_time_ms};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::frame;
+use crate::key::Key;
 
 /// What [`crate::store::Store::check`] does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +123,8 @@ pub(super) fn run(b: &Arc<dyn Backend>, options: &CheckOptions) -> Result<CheckR
         libraries: b.list(&names::libraries_prefix())?.len(),
         ..CheckReport::default()
     };
-    let mut referenced: HashSet<String> = HashSet::new();
+    // tile key → a live version naming it
+    let mut referenced: HashMap<String, u64> = HashMap::new();
     let mut symbols: HashMap<(String, String), bool> = HashMap::new(); // → readable
     for key in b.list(&format!("{}ver/", names::ROOT))? {
         let Some([lib, sym, _]) = names::parts(&key, "ver")
@@ -158,19 +160,9 @@ pub(super) fn run(b: &Arc<dyn Backend>, options: &CheckOptions) -> Result<CheckR
                 for seg in &m.segments {
                     for c in 0..m.column_slices.len() {
                         let tile = names::tile_key(lib, sym, &seg.write, seg.index, c as u32)?;
-                        referenced.insert(tile.as_str().to_string());
-                    }
-                }
-                for seg in &m.segments {
-                    for c in 0..m.column_slices.len() {
-                        let tile = names::tile_key(lib, sym, &seg.write, seg.index, c as u32)?;
-                        if b.get(&tile)?.is_none() {
-                            report.missing.push(format!(
-                                "{tile} (version {} at {})",
-                                m.version,
-                                b.location(&tile)
-                            ));
-                        }
+                        referenced
+                            .entry(tile.as_str().to_string())
+                            .or_insert(m.version);
                     }
                 }
             }
@@ -179,9 +171,11 @@ pub(super) fn run(b: &Arc<dyn Backend>, options: &CheckOptions) -> Result<CheckR
     report.symbols = symbols.len();
     let now = now_ms();
     let mut orphans = Vec::new();
+    let mut stored: HashSet<String> = HashSet::new();
     for key in b.list(&names::tiles_prefix(None, None))? {
         report.tiles += 1;
-        if referenced.contains(key.as_str()) {
+        stored.insert(key.as_str().to_string());
+        if referenced.contains_key(key.as_str()) {
             continue;
         }
         let parts = names::parts(&key, "tile").unwrap_or_default();
@@ -196,6 +190,17 @@ pub(super) fn run(b: &Arc<dyn Backend>, options: &CheckOptions) -> Result<CheckR
             .and_then(|w| write_time_ms(w))
             .map(|t| Duration::from_millis(now.saturating_sub(t)));
         orphans.push((key, age));
+    }
+    let mut missing: Vec<(&String, &u64)> = referenced
+        .iter()
+        .filter(|(tile, _)| !stored.contains(*tile))
+        .collect();
+    missing.sort();
+    for (tile, version) in missing {
+        let location = Key::new(tile).map(|k| b.location(&k)).unwrap_or_default();
+        report
+            .missing
+            .push(format!("{tile} (version {version} at {location})"));
     }
     for key in b.list(&names::heads_prefix(None))? {
         if let Some([lib, sym]) =

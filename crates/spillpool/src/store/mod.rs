@@ -534,15 +534,7 @@ impl Library {
         self.inner.require_library(&self.name)?;
         let write = write_id();
         let segments = row_segments(table, self.inner.options.rows_per_segment);
-        let new_segments: Vec<Segment> = segments
-            .iter()
-            .enumerate()
-            .map(|(i, batches)| Segment {
-                write: write.clone(),
-                index: i as u32,
-                rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
-            })
-            .collect();
+        let new_segments = describe_segments(&write, &segments);
         let jobs = self.tile_jobs(symbol, &write, &segments, &slices)?;
         let small = table.size() <= SMALL_WRITE.min(self.inner.options.batch_bytes);
         // A small write sends its tiles with its manifest in one batch.
@@ -973,15 +965,7 @@ impl Library {
                 let segments = row_segments(table, self.inner.options.rows_per_segment);
                 let jobs = self.tile_jobs(symbol, &write, &segments, &slices)?;
                 let frames = encode_tiles(&jobs, table.schema())?;
-                let segs = segments
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| Segment {
-                        write: write.clone(),
-                        index: i as u32,
-                        rows: b.iter().map(|b| b.num_rows() as u64).sum(),
-                    })
-                    .collect();
+                let segs = describe_segments(&write, &segments);
                 Ok((frames, segs, slices))
             })
             .collect::<Result<_>>()?;
@@ -1222,6 +1206,19 @@ fn row_segments(table: &Table, rows: usize) -> Vec<Vec<RecordBatch>> {
         out.push(current);
     }
     out
+}
+
+/// The manifest entries of the row segments one write stores.
+fn describe_segments(write: &str, segments: &[Vec<RecordBatch>]) -> Vec<Segment> {
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, batches)| Segment {
+            write: write.to_string(),
+            index: i as u32,
+            rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+        })
+        .collect()
 }
 
 fn encode_tiles(jobs: &[TileJob<'_>], schema: &SchemaRef) -> Result<Vec<(Key, Frame)>> {
