@@ -71,6 +71,13 @@ impl Sample {
     }
 }
 
+impl BenchArgs {
+    /// Whether the benchmark runs a memory-bounded pool.
+    pub fn runs_a_pool(&self) -> bool {
+        !matches!(self.suite, Suite::Store(_))
+    }
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.suite {
         Suite::Pool(a) => bench_pool(a),

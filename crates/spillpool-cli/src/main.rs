@@ -43,6 +43,17 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// Whether the command runs a memory-bounded pool.
+    fn runs_a_pool(&self) -> bool {
+        match self {
+            Command::Kv(_) | Command::Store(_) => false,
+            Command::Bench(b) => b.runs_a_pool(),
+            Command::Demo(_) | Command::Soak(_) => true,
+        }
+    }
+}
+
 /// Makes glibc return large freed buffers to the OS at once.
 ///
 /// glibc raises its mmap threshold (up to 32 MiB) after the first large
@@ -61,8 +72,14 @@ fn return_freed_memory_to_the_os() {
 }
 
 fn main() -> ExitCode {
-    return_freed_memory_to_the_os();
     let cli = Cli::parse();
+    // The pool's memory bound needs freed buffers returned at once; the
+    // store's writes are faster when glibc reuses its heap (LMDB's dirty
+    // pages and tile buffers are multi-MiB: fresh pages cost 2× in write
+    // speed on lmdb-tmpfs), and they promise no memory bound.
+    if cli.command.runs_a_pool() {
+        return_freed_memory_to_the_os();
+    }
     let result = match cli.command {
         Command::Kv(args) => kv::run(args),
         Command::Demo(args) => demo::run(args),
