@@ -95,6 +95,23 @@ pub(crate) fn xorshift(state: &mut u64) -> u64 {
     *state
 }
 
+/// Multiplier that spreads small seeds before xorshift (whose first outputs
+/// from a small state are small).
+pub(crate) const SEED_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// `size` deterministic bytes from `seed`: xorshift64 words from
+/// `seed * SEED_MIX | 1`. Test data for `kv fill` and the soak, which
+/// checkers regenerate.
+pub(crate) fn generated(seed: u64, size: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(SEED_MIX) | 1;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        out.extend_from_slice(&xorshift(&mut state).to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
 /// Distinct values without generating gigabytes: slices of one random block.
 fn values(count: usize, size: usize) -> Vec<Bytes> {
     let block_len = (64 << 20).max(size * 2);

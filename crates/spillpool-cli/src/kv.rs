@@ -165,16 +165,9 @@ pub fn run(args: KvArgs) -> Result<()> {
     Ok(())
 }
 
-/// The contents `kv fill` writes for index `i`: xorshift64 bytes from
-/// `seed * 2^32 + i` (so a checker can regenerate them).
+/// The contents `kv fill` writes for index `i` (so a checker can regenerate them).
 pub fn fill_value(seed: u64, i: u64, size: usize) -> Vec<u8> {
-    let mut state = (seed << 32 ^ i).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        out.extend_from_slice(&crate::bench::xorshift(&mut state).to_le_bytes());
-    }
-    out.truncate(size);
-    out
+    crate::bench::generated(seed << 32 ^ i, size)
 }
 
 fn read_all(path: &Path) -> Result<Vec<u8>> {

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use spillpool::pool::{Pool, Ref};
 use spillpool::{Value, format_size, parse_size};
 
-use crate::bench::xorshift;
+use crate::bench::{SEED_MIX, generated, xorshift};
 use crate::rss;
 
 #[derive(Args, Debug)]
@@ -40,23 +40,12 @@ pub struct SoakArgs {
 /// Stack and malloc arena a worker thread may touch.
 const THREAD_RUNTIME: u64 = 512 << 10;
 
-/// A value's contents, from its seed (so the checker needs only the seed).
-fn contents(seed: u64, size: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        out.extend_from_slice(&xorshift(&mut state).to_le_bytes());
-    }
-    out.truncate(size);
-    out
-}
-
-/// Whether `bytes` are the contents of `seed`, without building them.
+/// Whether `bytes` are [`generated`]`(seed, size)`, without building them.
 fn matches(seed: u64, size: usize, bytes: &[u8]) -> bool {
     if bytes.len() != size {
         return false;
     }
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut state = seed.wrapping_mul(SEED_MIX) | 1;
     bytes.chunks(8).all(|chunk| {
         let word = xorshift(&mut state).to_le_bytes();
         chunk == &word[..chunk.len()]
@@ -123,10 +112,7 @@ pub fn run(a: SoakArgs) -> Result<()> {
                     let mut cell = table[slot].lock();
                     match (roll, cell.as_ref()) {
                         (0..=54, Some((r, seed))) => match pool.get(r) {
-                            Ok(g)
-                                if g.as_blob().map(|b| b.as_ref())
-                                    == Some(&contents(*seed, size)[..]) =>
-                            {
+                            Ok(g) if g.as_blob().is_some_and(|b| matches(*seed, size, b)) => {
                                 counts.gets.fetch_add(1, Ordering::Relaxed);
                                 counts
                                     .verified_bytes
@@ -150,7 +136,7 @@ pub fn run(a: SoakArgs) -> Result<()> {
                         },
                         _ => {
                             let seed = xorshift(&mut rng);
-                            match pool.put(Value::Blob(contents(seed, size).into())) {
+                            match pool.put(Value::Blob(generated(seed, size).into())) {
                                 // Replacing drops the old handle: its value is freed everywhere.
                                 Ok(r) => {
                                     *cell = Some((r, seed));

@@ -393,7 +393,7 @@ impl Library {
     ) -> Result<VersionInfo> {
         names::validate("symbol", symbol)?;
         let slices = column_slices(table.schema(), self.inner.options.columns_per_segment);
-        self.commit(symbol, table, slices, options, false)
+        self.commit(symbol, table, slices, options, None)
     }
 
     /// Appends `table`'s rows as a new version of `symbol` (which is created
@@ -422,7 +422,7 @@ impl Library {
                 column_slices(table.schema(), self.inner.options.columns_per_segment),
             ),
         };
-        self.commit(symbol, &table, slices, options, true)
+        self.commit(symbol, &table, slices, options, Some(state))
     }
 
     /// `table` relabelled with the symbol's schema: names and types must
@@ -523,13 +523,14 @@ impl Library {
     }
 
     /// Stores the tiles of `table`, then publishes a manifest for them.
+    /// `append`: the symbol's state the append was planned on (`None`: a write).
     fn commit(
         &self,
         symbol: &str,
         table: &Table,
         slices: Vec<(u32, u32)>,
         options: &WriteOptions,
-        append: bool,
+        append: Option<SymState>,
     ) -> Result<VersionInfo> {
         self.inner.require_library(&self.name)?;
         let write = write_id();
@@ -551,6 +552,7 @@ impl Library {
             &slices,
             &new_segments,
             options,
+            append.is_some(),
             append,
             &mut pending,
             &mut attempted,
@@ -575,11 +577,18 @@ impl Library {
         new_segments: &[Segment],
         options: &WriteOptions,
         append: bool,
+        mut known: Option<SymState>,
         pending: &mut Vec<(Key, Frame)>,
         attempted: &mut bool,
     ) -> Result<VersionInfo> {
         loop {
-            let state = self.state(symbol)?;
+            // The first attempt may use the state the caller already read
+            // (an append needed it for the schema); a stale one only makes
+            // `put_new` lose, and the next attempt reads afresh.
+            let state = match known.take() {
+                Some(state) => state,
+                None => self.state(symbol)?,
+            };
             if let Some(expected) = options.if_latest
                 && expected != state.latest()
             {
@@ -1013,6 +1022,7 @@ impl Library {
                     segs,
                     &WriteOptions::default(),
                     false,
+                    None,
                     &mut Vec::new(),
                     &mut false,
                 )?;
