@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace --all-features
+# Every micro-benchmark once, untimed (criterion's test mode): they still work.
+cargo test -p spillpool --all-features --benches
 cargo build -p spillpool-cli
 
 target_dir=$(cargo metadata --format-version 1 --no-deps |

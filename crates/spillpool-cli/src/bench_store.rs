@@ -155,6 +155,11 @@ pub fn run(a: StoreBench) -> Result<()> {
             let (w, r) = hw_disk(&disk, &raw)?;
             samples.push(sample("hw-disk", "write+fsync", bytes, repeat, w));
             samples.push(sample("hw-disk", "read", bytes, repeat, r));
+            if a.storages.iter().any(|k| k == "lmdb-tmpfs") {
+                // The limit for lmdb-tmpfs: the same bytes written into a tmpfs file.
+                let (w, _) = hw_disk(Path::new("/dev/shm"), &raw)?;
+                samples.push(sample("hw-tmpfs", "write", bytes, repeat, w));
+            }
             let start = Instant::now();
             copy.copy_from_slice(&raw);
             std::hint::black_box(&copy);
@@ -218,10 +223,14 @@ pub fn run(a: StoreBench) -> Result<()> {
             .filter(|s| s.bytes == bytes)
             .cloned()
             .collect();
-        let limit = median(&at, "hw-disk", "write+fsync");
         for kind in &a.storages {
+            let (limit, limit_name) = if kind == "lmdb-tmpfs" {
+                (median(&at, "hw-tmpfs", "write"), "raw tmpfs write")
+            } else {
+                (median(&at, "hw-disk", "write+fsync"), "raw write+fsync")
+            };
             println!(
-                "{} MB {kind:<10} write {:>6.0} MB/s = {:.2}× raw write+fsync; read {:>7.0} MB/s, read+scan {:>6.0} MB/s",
+                "{} MB {kind:<10} write {:>6.0} MB/s = {:.2}× {limit_name}; read {:>7.0} MB/s, read+scan {:>6.0} MB/s",
                 size / 1_000_000,
                 median(&at, kind, "write"),
                 median(&at, kind, "write") / limit,

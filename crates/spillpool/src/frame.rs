@@ -77,6 +77,8 @@ pub struct Header {
     pub stored_len: usize,
     /// Length of the payload once the filters are undone.
     pub raw_len: usize,
+    /// xxh3-64 of the payload as stored (verified).
+    pub payload_checksum: u64,
 }
 
 /// `MutableBuffer` keeps the 64-byte alignment arrow wants across growth.
@@ -356,6 +358,7 @@ fn verify_parts(head: &[u8], body: &[u8], key: &Key, location: &str) -> Result<H
         payload_offset,
         stored_len,
         raw_len: usize::try_from(raw_len).map_err(|_| corrupt("raw length too large".into()))?,
+        payload_checksum: le_u64(head, 40),
     })
 }
 
@@ -382,7 +385,9 @@ pub fn refilter(frame: Frame, filters: &Filters, key: &Key, location: &str) -> R
     } else {
         frame.to_bytes().slice(header.payload_offset..)
     };
-    let (desc, stored) = filters.apply(&payload, header.kind as u8, key)?;
+    // Unfiltered, the payload's checksum is the raw data's, verified just now.
+    let (desc, stored) =
+        filters.apply(&payload, header.payload_checksum, header.kind as u8, key)?;
     let payload_offset = (HEADER_LEN + desc.len()).next_multiple_of(ALIGNMENT);
     let h = header_bytes(
         header.kind,
@@ -438,12 +443,15 @@ fn unfilter_verified(
             ),
         ));
     }
-    let mut out = MutableBuffer::from_len_zeroed(HEADER_LEN + header.raw_len);
-    let sum = crate::filter::undo(
+    let len = HEADER_LEN + header.raw_len;
+    // Not zeroed: every chunk task initialises its own range (in parallel,
+    // while it is in cache), and the header is written below.
+    let mut out = MutableBuffer::with_capacity(len);
+    let sum = crate::filter::undo_into(
         &header.filters,
         &frame[header.payload_offset..],
         header.kind as u8,
-        &mut out.as_slice_mut()[HEADER_LEN..],
+        crate::filter::Dest::of(&mut out, HEADER_LEN, header.raw_len),
         key,
         location,
         cipher_key,
@@ -456,7 +464,12 @@ fn unfilter_verified(
         header.raw_len,
         sum,
     );
-    out.as_slice_mut()[..HEADER_LEN].copy_from_slice(&h);
+    // SAFETY: the capacity is `len`; undo_into initialised HEADER_LEN..len
+    // (it returned Ok), and the header fills 0..HEADER_LEN here.
+    unsafe {
+        std::ptr::copy_nonoverlapping(h.as_ptr(), out.as_mut_ptr(), HEADER_LEN);
+        out.set_len(len);
+    }
     let plain = Header {
         version: header.version,
         kind: header.kind,
@@ -464,6 +477,7 @@ fn unfilter_verified(
         payload_offset: HEADER_LEN,
         stored_len: header.raw_len,
         raw_len: header.raw_len,
+        payload_checksum: sum,
     };
     Ok((Bytes::from_owner(BufferOwner(out.into())), plain))
 }

@@ -158,6 +158,68 @@ fn mem_get_shares_the_stored_bytes() {
 }
 
 #[test]
+fn mem_keeps_values_without_copying_them() {
+    let mem = MemBackend::new();
+    assert!(mem.keeps_values());
+    let blob = pattern(4 << 20, 3);
+    let column: ArrayRef = Arc::new(Int64Array::from_iter_values(0..100_000));
+    let batch =
+        RecordBatch::try_from_iter([("n", Arc::clone(&column))]).unwrap_or_else(|e| panic!("{e}"));
+    let table = Table::from(batch);
+    mem.put_values(vec![
+        (key("blob"), Value::Blob(blob.clone())),
+        (key("table"), Value::Table(table.clone())),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The very memory put is what comes back: nothing was encoded or copied.
+    let back = mem
+        .fetch_value(&key("blob"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.as_blob().map(|b| b.as_ptr()), Some(blob.as_ptr()));
+    let back = mem
+        .fetch_value(&key("table"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = back.as_table().map(|t| t.batches()[0].column(0).to_data());
+    assert_eq!(
+        got.map(|d| d.buffers()[0].as_ptr()),
+        Some(column.to_data().buffers()[0].as_ptr())
+    );
+    // A raw `get` still returns a frame any reader can decode.
+    let frame = mem.get(&key("table")).unwrap_or_else(|e| panic!("{e}"));
+    let decoded = frame
+        .map(|f| spillpool::frame::decode(f, &key("table"), "test"))
+        .transpose()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(decoded, Some(Value::Table(table)));
+    let usage = mem.usage().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(usage.keys, 2);
+    assert!(usage.bytes >= (4 << 20) + 800_000, "{usage:?}");
+    // A frame put as bytes next to kept values reads back through both paths.
+    let encoded =
+        spillpool::frame::encode(&Value::from(vec![9u8; 10])).unwrap_or_else(|e| panic!("{e}"));
+    mem.put(&key("frame"), encoded)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v = mem
+        .fetch_value(&key("frame"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.as_blob().map(|b| b.to_vec()), Some(vec![9u8; 10]));
+}
+
+#[test]
+fn filtered_mem_does_not_keep_values() {
+    let zstd = open("mem://?compression=zstd:1");
+    assert!(!zstd.keeps_values());
+    zstd.put_value(&key("k"), &Value::from(vec![0u8; 1 << 20]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        zstd.fetch_value(&key("k"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .size(),
+        1 << 20
+    );
+}
+
+#[test]
 fn mem_names_are_shared_within_the_process() {
     let name = format!("mem://shared-{}", rand_suffix());
     let (a, b) = (open(&name), open(&name));

@@ -7,9 +7,7 @@ use arrow_schema::SchemaRef;
 use spillpool::conformance::sample_tables;
 use spillpool::filter::{Compression, EncryptionKey, Filters};
 use spillpool::store::{CheckOptions, ReadOptions, StoreOptions, WriteOptions};
-use spillpool::{
-    Backend, BackendExt, Error, FilteredBackend, Key, ShmBackend, Store, Table, Value,
-};
+use spillpool::{Backend, Error, FilteredBackend, Key, ShmBackend, Store, Table, Value};
 
 fn ok<T>(what: &str, r: spillpool::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -559,6 +557,28 @@ fn store_on_compressed_encrypted_lmdb() {
         .with_encryption(Arc::new(EncryptionKey::from_bytes(&[7; 32])));
     let backend: Arc<dyn Backend> = Arc::new(FilteredBackend::new(inner, filters));
     suite(&ok("open", Store::from_backend(backend, TILED)));
+}
+
+/// On `mem://` a write keeps the caller's arrays (sliced into tiles) and a
+/// read returns them: neither copies the data, whatever its size.
+#[test]
+fn store_on_mem_shares_the_written_arrays() {
+    let store = ok("open", Store::open("mem://"));
+    let lib = ok("library", store.get_library("zero", true));
+    let t = numbers(250_000, 5);
+    ok("write", lib.write("t", &t));
+    let got = ok("read", lib.read("t")).table;
+    assert_eq!(one_batch(&got), one_batch(&t));
+    let first = |t: &Table| t.batches()[0].column(1).to_data().buffers()[0].as_ptr();
+    assert_eq!(first(&got), first(&t));
+    let some = ok(
+        "read",
+        lib.read_with("t", &ReadOptions::default().columns(["x"]).rows(0..10)),
+    );
+    assert_eq!(
+        some.table.batches()[0].column(0).to_data().buffers()[0].as_ptr(),
+        first(&t)
+    );
 }
 
 #[test]

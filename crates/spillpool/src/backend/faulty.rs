@@ -4,7 +4,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use spillpool::backend::{FaultOp, FaultPlan, FaultyBackend};
-//! use spillpool::{open, BackendExt, Key, Value};
+//! use spillpool::{open, Backend, BackendExt, Key, Value};
 //!
 //! let plan = Arc::new(FaultPlan::new().fail_nth(FaultOp::Write, 2));
 //! let b = FaultyBackend::new(open("mem://").unwrap(), Arc::clone(&plan));

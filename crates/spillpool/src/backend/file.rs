@@ -23,7 +23,7 @@ use crate::uri::Uri;
 /// `get` maps the file: nothing is copied.
 ///
 /// ```
-/// use spillpool::{FileBackend, BackendExt, Key, Value};
+/// use spillpool::{Backend, FileBackend, Key, Value};
 /// let dir = tempfile::tempdir().unwrap();
 /// let files = FileBackend::open(vec![dir.path().to_path_buf()], true).unwrap();
 /// let key = Key::new("a/b").unwrap();

@@ -9,11 +9,29 @@ use parking_lot::{Mutex, RwLock};
 
 use super::{Backend, Usage};
 use crate::error::Result;
-use crate::frame::Frame;
+use crate::frame::{self, Frame};
 use crate::key::Key;
 use crate::uri::Uri;
+use crate::value::Value;
 
-type Map = RwLock<BTreeMap<Key, Bytes>>;
+/// What a key holds: a frame put as bytes, or a value kept as it is.
+#[derive(Clone)]
+enum Stored {
+    Frame(Bytes),
+    Value(Value),
+}
+
+impl Stored {
+    /// The frame's length, or for a kept value its in-memory size plus a header.
+    fn len(&self) -> u64 {
+        match self {
+            Stored::Frame(f) => f.len() as u64,
+            Stored::Value(v) => (frame::HEADER_LEN + v.size()) as u64,
+        }
+    }
+}
+
+type Map = RwLock<BTreeMap<Key, Stored>>;
 
 /// Named in-memory maps, so that every `mem://NAME` opened in this process shares one.
 static NAMED: LazyLock<Mutex<HashMap<String, Weak<Map>>>> = LazyLock::new(Default::default);
@@ -21,14 +39,24 @@ static NAMED: LazyLock<Mutex<HashMap<String, Weak<Map>>>> = LazyLock::new(Defaul
 /// In-process storage: `mem://` (private to this handle) or `mem://NAME`
 /// (shared by every handle opened with that name in this process, until the last is dropped).
 ///
-/// `put` stores the frame's `Bytes` without copying; `get` hands back a shared clone.
+/// [`Backend::put_value`] keeps the value itself (a blob's `Bytes`, a
+/// table's arrays), so putting and getting a value costs the same whatever
+/// its size: nothing is encoded, copied or checksummed, and the value read
+/// back shares the caller's buffers (Arrow data is immutable). `put` of a
+/// frame stores its bytes (a blob frame's header and body are joined once);
+/// `get` of a kept value encodes a frame on demand.
 ///
 /// ```
-/// use spillpool::{Backend, MemBackend, Key};
+/// use spillpool::{Backend, MemBackend, Key, Value};
 /// let mem = MemBackend::new();
 /// let key = Key::new("k").unwrap();
 /// mem.put(&key, bytes::Bytes::from_static(b"frame").into()).unwrap();
 /// assert_eq!(mem.get(&key).unwrap().unwrap().as_ref(), b"frame");
+///
+/// let blob = bytes::Bytes::from(vec![1u8; 1 << 20]);
+/// mem.put_value(&key, &Value::Blob(blob.clone())).unwrap();
+/// let back = mem.get_value(&key).unwrap().unwrap();
+/// assert_eq!(back.as_blob().unwrap().as_ptr(), blob.as_ptr()); // the same memory
 /// ```
 pub struct MemBackend {
     name: Option<String>,
@@ -95,7 +123,7 @@ impl Backend for MemBackend {
     fn put(&self, key: &Key, frame: Frame) -> Result<()> {
         // The one copy a put may make: a blob's header and bytes joined into one frame.
         let frame = frame.to_bytes();
-        self.map.write().insert(key.clone(), frame);
+        self.map.write().insert(key.clone(), Stored::Frame(frame));
         Ok(())
     }
 
@@ -104,12 +132,45 @@ impl Backend for MemBackend {
         if map.contains_key(key) {
             return Ok(false);
         }
-        map.insert(key.clone(), frame.to_bytes());
+        map.insert(key.clone(), Stored::Frame(frame.to_bytes()));
         Ok(true)
     }
 
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        Ok(self.map.read().get(key).cloned())
+        let stored = self.map.read().get(key).cloned();
+        match stored {
+            None => Ok(None),
+            Some(Stored::Frame(f)) => Ok(Some(f)),
+            Some(Stored::Value(v)) => Ok(Some(frame::encode(&v)?.to_bytes())),
+        }
+    }
+
+    fn put_value(&self, key: &Key, value: &Value) -> Result<()> {
+        self.map
+            .write()
+            .insert(key.clone(), Stored::Value(value.clone()));
+        Ok(())
+    }
+
+    fn put_values(&self, items: Vec<(Key, Value)>) -> Result<()> {
+        let mut map = self.map.write();
+        for (key, value) in items {
+            map.insert(key, Stored::Value(value));
+        }
+        Ok(())
+    }
+
+    fn get_value(&self, key: &Key) -> Result<Option<Value>> {
+        let stored = self.map.read().get(key).cloned();
+        match stored {
+            None => Ok(None),
+            Some(Stored::Value(v)) => Ok(Some(v)),
+            Some(Stored::Frame(f)) => frame::decode(f, key, &self.location(key)).map(Some),
+        }
+    }
+
+    fn keeps_values(&self) -> bool {
+        true
     }
 
     fn delete(&self, key: &Key) -> Result<bool> {
@@ -132,7 +193,7 @@ impl Backend for MemBackend {
         let map = self.map.read();
         Ok(Usage {
             keys: map.len() as u64,
-            bytes: map.values().map(|v| v.len() as u64).sum(),
+            bytes: map.values().map(Stored::len).sum(),
         })
     }
 }

@@ -12,7 +12,8 @@
 //! `SPILLPOOL_ENCRYPTION_KEY_FILE`), which wrap the backend in a [`FilteredBackend`].
 //!
 //! Backends store *frames* (see [`crate::frame`]) as opaque bytes; the
-//! [`BackendExt`] methods encode and decode [`Value`]s on top.
+//! value-level methods ([`Backend::put_value`], [`Backend::get_value`])
+//! encode and decode [`Value`]s on top; `mem://` keeps values as they are.
 
 pub(crate) mod dir;
 mod faulty;
@@ -26,6 +27,7 @@ use std::fmt::{Debug, Display};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rayon::prelude::*;
 
 pub use faulty::{FaultOp, FaultPlan, FaultyBackend};
 pub use file::FileBackend;
@@ -110,19 +112,14 @@ pub trait Backend: Debug + Display + Send + Sync + 'static {
     /// Keys and bytes stored. May scan the whole backend.
     fn usage(&self) -> Result<Usage>;
 
-    /// Where `key` lives, for error messages (a file path, or the URI).
-    fn location(&self, key: &Key) -> String {
-        let _ = key;
-        self.to_string()
-    }
-}
-
-/// Value-level conveniences for every [`Backend`].
-pub trait BackendExt: Backend {
-    /// Encodes `value` as a frame and stores it under `key`.
+    /// Encodes `value` as a frame and stores it under `key`, as [`Backend::put`].
+    ///
+    /// A backend that [keeps values](Backend::keeps_values) (`mem://`)
+    /// stores the value itself instead: no encoding, no copy, the same
+    /// cost whatever its size.
     ///
     /// ```
-    /// use spillpool::{open, BackendExt, Key, Value};
+    /// use spillpool::{open, Key, Value};
     /// let backend = open("mem://").unwrap();
     /// let key = Key::new("greeting").unwrap();
     /// backend.put_value(&key, &Value::from(b"hi".to_vec())).unwrap();
@@ -131,6 +128,12 @@ pub trait BackendExt: Backend {
     /// ```
     fn put_value(&self, key: &Key, value: &Value) -> Result<()> {
         self.put(key, frame::encode(value)?)
+    }
+
+    /// Stores many values, as [`Backend::put_batch`] stores frames (one LMDB
+    /// transaction, one sync for files). The default encodes them in parallel.
+    fn put_values(&self, items: Vec<(Key, Value)>) -> Result<()> {
+        self.put_batch(encode_values(items)?)
     }
 
     /// Reads and decodes the value under `key`, or `None`.
@@ -144,7 +147,33 @@ pub trait BackendExt: Backend {
         }
     }
 
-    /// Like [`BackendExt::get_value`], but a missing key is [`Error::NotFound`].
+    /// Whether [`Backend::put_value`] keeps values as they are, so that
+    /// [`Backend::get_value`] returns them without decoding (and
+    /// [`Backend::get`] must encode them). Callers that select parts of a
+    /// table read such backends by value.
+    fn keeps_values(&self) -> bool {
+        false
+    }
+
+    /// Where `key` lives, for error messages (a file path, or the URI).
+    fn location(&self, key: &Key) -> String {
+        let _ = key;
+        self.to_string()
+    }
+}
+
+/// Value-level conveniences for every [`Backend`].
+pub trait BackendExt: Backend {
+    /// Like [`Backend::get_value`], but a missing key is [`Error::NotFound`].
+    ///
+    /// ```
+    /// use spillpool::{open, BackendExt, Key, Value};
+    /// let backend = open("mem://").unwrap();
+    /// let key = Key::new("greeting").unwrap();
+    /// backend.put_value(&key, &Value::from(b"hi".to_vec())).unwrap();
+    /// assert_eq!(backend.fetch_value(&key).unwrap().as_blob().unwrap().as_ref(), b"hi");
+    /// assert!(backend.fetch_value(&Key::new("other").unwrap()).is_err());
+    /// ```
     fn fetch_value(&self, key: &Key) -> Result<Value> {
         self.get_value(key)?.ok_or_else(|| Error::NotFound {
             key: printable(key.as_str()),
@@ -154,6 +183,14 @@ pub trait BackendExt: Backend {
 }
 
 impl<T: Backend + ?Sized> BackendExt for T {}
+
+/// Encodes values as frames, in parallel.
+pub(crate) fn encode_values(items: Vec<(Key, Value)>) -> Result<Vec<(Key, Frame)>> {
+    items
+        .into_par_iter()
+        .map(|(key, value)| Ok((key, frame::encode(&value)?)))
+        .collect()
+}
 
 /// Opens the backend a URI names.
 ///

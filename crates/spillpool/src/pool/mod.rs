@@ -23,6 +23,7 @@
 //! assert_eq!(v.as_blob().unwrap()[0], 0);
 //! ```
 
+mod clock;
 mod config;
 mod disk;
 mod policy;
@@ -48,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::formats::{Format, Selection};
 use crate::frame;
 use crate::value::{Table, Value};
+use clock::Clock;
 use disk::DiskTier;
 use stats::Counters;
 
@@ -227,7 +229,8 @@ struct Inner {
     low: u64,
     shards: Vec<Mutex<IdMap>>,
     next_id: AtomicU64,
-    clock: AtomicU64,
+    /// Stamps accesses (see [`Clock`]).
+    clock: Clock,
     memory_used: AtomicU64,
     disk: DiskTier,
     policy: Box<dyn EvictionPolicy>,
@@ -282,7 +285,7 @@ impl Pool {
             low: (limit as f64 * b.low_watermark) as u64,
             shards: (0..SHARDS).map(|_| Mutex::new(IdMap::default())).collect(),
             next_id: AtomicU64::new(1),
-            clock: AtomicU64::new(1),
+            clock: Clock::new(),
             memory_used: AtomicU64::new(0),
             disk,
             policy: b.policy,
@@ -356,7 +359,7 @@ impl Pool {
         let mut st = inner.lock_live(r, &entry)?;
         if let Some(value) = &st.resident {
             entry.pins.fetch_add(1, Ordering::AcqRel);
-            Counters::add(&inner.counters.hits, 1);
+            inner.counters.hits.add(1);
             return Ok(Guard {
                 value: Arc::clone(value),
                 entry: Some(Arc::clone(&entry)),
@@ -630,7 +633,7 @@ impl Pool {
             bytes_read: Counters::get(&c.bytes_read),
             spill_seconds: Counters::get(&c.spill_nanos) as f64 / 1e9,
             restore_seconds: Counters::get(&c.restore_nanos) as f64 / 1e9,
-            hits: Counters::get(&c.hits),
+            hits: c.hits.get(),
             misses: Counters::get(&c.misses),
             clean_evictions: Counters::get(&c.clean_evictions),
             backpressure_waits: Counters::get(&c.backpressure_waits),
@@ -689,7 +692,7 @@ impl Drop for Pool {
 
 impl Inner {
     fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed)
+        self.clock.now()
     }
 
     fn shard(&self, id: u64) -> &Mutex<IdMap> {

@@ -17,7 +17,7 @@ pub struct Candidate {
 
 /// Orders eviction candidates, first to leave memory first.
 ///
-/// The pool keeps recency itself (an atomic clock stamped on every access),
+/// The pool keeps recency itself (a clock stamped on every access),
 /// so a policy holds no state and the `get` hot path takes no policy lock.
 ///
 /// ```

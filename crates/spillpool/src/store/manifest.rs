@@ -124,40 +124,73 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Recently encoded and decoded schemas: a batch of small symbols shares
+/// one schema, and encoding or decoding it is most of a small read's or
+/// write's work. Keyed by the schema (encoding) and its hex text (decoding).
+static SCHEMAS: parking_lot::Mutex<Vec<(SchemaRef, Arc<str>)>> =
+    parking_lot::Mutex::new(Vec::new());
+const SCHEMAS_KEPT: usize = 16;
+
+fn remember(schema: SchemaRef, hex: Arc<str>) {
+    let mut cache = SCHEMAS.lock();
+    if cache.len() >= SCHEMAS_KEPT {
+        cache.remove(0);
+    }
+    cache.push((schema, hex));
+}
+
 fn encode_schema(schema: &Schema) -> Result<String> {
+    if let Some((_, hex)) = SCHEMAS.lock().iter().find(|(s, _)| s.as_ref() == schema) {
+        return Ok(hex.to_string());
+    }
     let bad = |e: arrow_schema::ArrowError| Error::InvalidValue {
         reason: format!("schema does not encode: {e}"),
     };
     let mut writer = StreamWriter::try_new(Vec::new(), schema).map_err(bad)?;
     writer.finish().map_err(bad)?;
     let bytes = writer.into_inner().map_err(bad)?;
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        hex.push_str(&format!("{b:02x}"));
-    }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let hex: String = bytes
+        .iter()
+        .flat_map(|b| {
+            [
+                DIGITS[(b >> 4) as usize] as char,
+                DIGITS[(b & 15) as usize] as char,
+            ]
+        })
+        .collect();
+    remember(Arc::new(schema.clone()), Arc::from(hex.as_str()));
     Ok(hex)
 }
 
 fn decode_schema(hex: &str) -> std::result::Result<SchemaRef, String> {
+    if let Some((schema, _)) = SCHEMAS.lock().iter().find(|(_, h)| h.as_ref() == hex) {
+        return Ok(Arc::clone(schema));
+    }
     if !hex.len().is_multiple_of(2) {
         return Err("odd hex length".into());
     }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad hex at {i}"))
-        })
-        .collect::<std::result::Result<Vec<u8>, _>>()?;
+    let digit = |c: u8, at: usize| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        _ => Err(format!("bad hex at {at}")),
+    };
+    let bytes = hex
+        .as_bytes()
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(i, p)| Ok(digit(p[0], 2 * i)? << 4 | digit(p[1], 2 * i + 1)?))
+        .collect::<std::result::Result<Vec<u8>, String>>()?;
     // arrow's schema converter panics on some malformed flatbuffers.
-    std::panic::catch_unwind(|| {
+    let schema = std::panic::catch_unwind(|| {
         StreamReader::try_new(Cursor::new(bytes), None)
             .map(|r| r.schema())
             .map_err(|e| e.to_string())
     })
     .unwrap_or_else(|_| Err("the schema made the decoder panic".into()))
-    .map(|s| Arc::new(Schema::clone(&s)))
+    .map(|s| Arc::new(Schema::clone(&s)))?;
+    remember(Arc::clone(&schema), Arc::from(hex));
+    Ok(schema)
 }
 
 #[cfg(test)]
@@ -197,5 +230,25 @@ mod tests {
         let mut bad_schema = back;
         bad_schema.schema = "ffff00".into();
         assert!(bad_schema.schema(&key, "here").is_err());
+        bad_schema.schema = "0g".into();
+        assert!(bad_schema.schema(&key, "here").is_err());
+    }
+
+    #[test]
+    fn schemas_round_trip_through_the_cache_and_without_it() {
+        let schema = Schema::new(vec![Field::new("only-here", DataType::Int32, true)]);
+        let hex = encode_schema(&schema).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            encode_schema(&schema).unwrap_or_else(|e| panic!("{e}")),
+            hex
+        );
+        assert_eq!(
+            decode_schema(&hex).map(|s| Schema::clone(&s)),
+            Ok(schema.clone())
+        );
+        SCHEMAS.lock().clear();
+        assert_eq!(decode_schema(&hex).map(|s| Schema::clone(&s)), Ok(schema));
+        // Uppercase hex was never written: rejected, not guessed.
+        assert!(decode_schema(&hex.to_uppercase()).is_err());
     }
 }

@@ -59,7 +59,7 @@ pub use check::{CheckOptions, CheckReport, Orphan};
 use manifest::{Manifest, Segment};
 pub use names::MAX_NAME_LEN;
 
-use crate::backend::{Backend, open};
+use crate::backend::{Backend, encode_values, open};
 use crate::error::{Error, Result, printable};
 use crate::formats::Selection;
 use crate::frame::{self, Frame};
@@ -350,8 +350,8 @@ impl Inner {
     }
 }
 
-/// One symbol of a batch write: its encoded tiles, segments and column slices.
-type Prepared = (Vec<(Key, Frame)>, Vec<Segment>, Vec<(u32, u32)>);
+/// One symbol of a batch write: its tiles, segments and column slices.
+type Prepared = (Vec<(Key, Value)>, Vec<Segment>, Vec<(u32, u32)>);
 
 /// One tile still to be encoded: segment `segment`, column slice `slice`.
 struct TileJob<'a> {
@@ -539,8 +539,8 @@ impl Library {
         let jobs = self.tile_jobs(symbol, &write, &segments, &slices)?;
         let small = table.size() <= SMALL_WRITE.min(self.inner.options.batch_bytes);
         // A small write sends its tiles with its manifest in one batch.
-        let mut pending = if small {
-            encode_tiles(&jobs, table.schema())?
+        let mut pending = if small && !self.b().keeps_values() {
+            encode_values(tile_values(&jobs, table.schema())?)?
         } else {
             self.put_tiles(&jobs, table.schema())?;
             Vec::new()
@@ -690,7 +690,7 @@ impl Library {
         }
         groups
             .into_par_iter()
-            .try_for_each(|group| self.b().put_batch(encode_tiles(group, schema)?))
+            .try_for_each(|group| self.b().put_values(tile_values(group, schema)?))
     }
 
     /// The newest version number of `symbol` and its newest live version.
@@ -918,7 +918,7 @@ impl Library {
     ) -> Result<Table> {
         let key = names::tile_key(&self.name, symbol, &seg.write, seg.index, slice)?;
         let location = self.b().location(&key);
-        let frame = self.b().get(&key)?.ok_or_else(|| {
+        let missing = || {
             Error::corrupt(
                 &key,
                 &location,
@@ -929,12 +929,29 @@ impl Library {
                     printable(&self.name)
                 ),
             )
-        })?;
+        };
         let selection = Selection {
             columns,
             batches: None,
         };
-        let table = frame::decode_table_selected(frame, &key, &location, &selection)?;
+        let table = if self.b().keeps_values() {
+            // The tile is held as a table: select from it, nothing to decode.
+            match self.b().get_value(&key)?.ok_or_else(missing)? {
+                Value::Table(t) => selection
+                    .apply(&t)
+                    .map_err(|e| Error::corrupt(&key, &location, e.to_string()))?,
+                Value::Blob(_) => {
+                    return Err(Error::corrupt(
+                        &key,
+                        &location,
+                        "a blob where a tile was expected",
+                    ));
+                }
+            }
+        } else {
+            let frame = self.b().get(&key)?.ok_or_else(missing)?;
+            frame::decode_table_selected(frame, &key, &location, &selection)?
+        };
         if table.num_rows() as u64 != seg.rows {
             return Err(Error::corrupt(
                 &key,
@@ -973,7 +990,7 @@ impl Library {
                 let slices = column_slices(table.schema(), self.inner.options.columns_per_segment);
                 let segments = row_segments(table, self.inner.options.rows_per_segment);
                 let jobs = self.tile_jobs(symbol, &write, &segments, &slices)?;
-                let frames = encode_tiles(&jobs, table.schema())?;
+                let frames = tile_values(&jobs, table.schema())?;
                 let segs = describe_segments(&write, &segments);
                 Ok((frames, segs, slices))
             })
@@ -984,7 +1001,7 @@ impl Library {
             tiles.extend(frames);
             plans.push((segs, slices));
         }
-        self.b().put_batch(tiles)?;
+        self.b().put_values(tiles)?;
         let states: Vec<SymState> = items
             .iter()
             .map(|(s, _)| self.state(s))
@@ -1231,8 +1248,10 @@ fn describe_segments(write: &str, segments: &[Vec<RecordBatch>]) -> Vec<Segment>
         .collect()
 }
 
-fn encode_tiles(jobs: &[TileJob<'_>], schema: &SchemaRef) -> Result<Vec<(Key, Frame)>> {
-    jobs.par_iter()
+/// The tiles of `jobs` as tables (projections: no data is copied); the
+/// backend encodes them, in parallel, or keeps them as they are (`mem://`).
+fn tile_values(jobs: &[TileJob<'_>], schema: &SchemaRef) -> Result<Vec<(Key, Value)>> {
+    jobs.iter()
         .map(|job| {
             let idx: Vec<usize> = (job.slice.0 as usize..job.slice.1 as usize).collect();
             let bad = |e: arrow_schema::ArrowError| Error::InvalidValue {
@@ -1245,8 +1264,8 @@ fn encode_tiles(jobs: &[TileJob<'_>], schema: &SchemaRef) -> Result<Vec<(Key, Fr
                 .map(|b| b.project(&idx))
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(bad)?;
-            let frame = frame::encode(&Value::Table(Table::try_new(tile_schema, batches)?))?;
-            Ok((job.key.clone(), frame))
+            let tile = Value::Table(Table::try_new(tile_schema, batches)?);
+            Ok((job.key.clone(), tile))
         })
         .collect()
 }
