@@ -19,13 +19,7 @@ import pandas as pd
 from arcticdb import Arctic
 from arcticdb.version_store.library import ReadRequest, WritePayload
 
-
-def parse_size(text: str) -> int:
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
-    for unit, factor in sorted(units.items(), key=lambda u: -len(u[0])):
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
+from common import parse_size, write_rows
 
 
 def fresh(storage: str, disk: str):
@@ -112,10 +106,7 @@ def main() -> int:
                 shutil.rmtree(path, ignore_errors=True)
             print(f"arcticdb: small symbols on {storage} done", file=sys.stderr)
 
-    with open(a.out, "w") as f:
-        f.write("suite,storage,op,bytes,repeat,seconds,mb_per_s\n")
-        for r in rows_out:
-            f.write(f"{r[0]},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]:.6f},{r[6]:.1f}\n")
+    write_rows(a.out, rows_out)
     return 0
 
 
