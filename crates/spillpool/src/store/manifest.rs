@@ -127,21 +127,31 @@ pub(crate) fn now_ms() -> u64 {
 /// Recently encoded and decoded schemas: a batch of small symbols shares
 /// one schema, and encoding or decoding it is most of a small read's or
 /// write's work. Keyed by the schema (encoding) and its hex text (decoding).
-static SCHEMAS: parking_lot::Mutex<Vec<(SchemaRef, Arc<str>)>> =
-    parking_lot::Mutex::new(Vec::new());
+/// Per thread, so that parallel reads share no lock.
+type SchemaCache = std::cell::RefCell<Vec<(SchemaRef, Arc<str>)>>;
+thread_local! {
+    static SCHEMAS: SchemaCache = const { std::cell::RefCell::new(Vec::new()) };
+}
 const SCHEMAS_KEPT: usize = 16;
 
 fn remember(schema: SchemaRef, hex: Arc<str>) {
-    let mut cache = SCHEMAS.lock();
-    if cache.len() >= SCHEMAS_KEPT {
-        cache.remove(0);
-    }
-    cache.push((schema, hex));
+    SCHEMAS.with_borrow_mut(|cache| {
+        if cache.len() >= SCHEMAS_KEPT {
+            cache.remove(0);
+        }
+        cache.push((schema, hex));
+    });
 }
 
 fn encode_schema(schema: &Schema) -> Result<String> {
-    if let Some((_, hex)) = SCHEMAS.lock().iter().find(|(s, _)| s.as_ref() == schema) {
-        return Ok(hex.to_string());
+    let known = SCHEMAS.with_borrow(|cache| {
+        cache
+            .iter()
+            .find(|(s, _)| s.as_ref() == schema)
+            .map(|(_, hex)| hex.to_string())
+    });
+    if let Some(hex) = known {
+        return Ok(hex);
     }
     let bad = |e: arrow_schema::ArrowError| Error::InvalidValue {
         reason: format!("schema does not encode: {e}"),
@@ -164,8 +174,14 @@ fn encode_schema(schema: &Schema) -> Result<String> {
 }
 
 fn decode_schema(hex: &str) -> std::result::Result<SchemaRef, String> {
-    if let Some((schema, _)) = SCHEMAS.lock().iter().find(|(_, h)| h.as_ref() == hex) {
-        return Ok(Arc::clone(schema));
+    let known = SCHEMAS.with_borrow(|cache| {
+        cache
+            .iter()
+            .find(|(_, h)| h.as_ref() == hex)
+            .map(|(schema, _)| Arc::clone(schema))
+    });
+    if let Some(schema) = known {
+        return Ok(schema);
     }
     if !hex.len().is_multiple_of(2) {
         return Err("odd hex length".into());
@@ -246,7 +262,7 @@ mod tests {
             decode_schema(&hex).map(|s| Schema::clone(&s)),
             Ok(schema.clone())
         );
-        SCHEMAS.lock().clear();
+        SCHEMAS.with_borrow_mut(Vec::clear);
         assert_eq!(decode_schema(&hex).map(|s| Schema::clone(&s)), Ok(schema));
         // Uppercase hex was never written: rejected, not guessed.
         assert!(decode_schema(&hex.to_uppercase()).is_err());
