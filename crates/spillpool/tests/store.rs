@@ -571,6 +571,18 @@ fn store_on_mem_shares_the_written_arrays() {
     assert_eq!(one_batch(&got), one_batch(&t));
     let first = |t: &Table| t.batches()[0].column(1).to_data().buffers()[0].as_ptr();
     assert_eq!(first(&got), first(&t));
+    // Tiles share the table's buffers; usage counts each tile's slice once.
+    let used = ok("usage", store.backend().usage()).bytes;
+    let logical: usize = 250_000 * 16
+        + one_batch(&t)
+            .column(2)
+            .to_data()
+            .get_slice_memory_size()
+            .unwrap_or(0);
+    assert!(
+        used >= logical as u64 && used < logical as u64 + 64 * 1024,
+        "usage {used} for {logical} bytes of data"
+    );
     let some = ok(
         "read",
         lib.read_with("t", &ReadOptions::default().columns(["x"]).rows(0..10)),

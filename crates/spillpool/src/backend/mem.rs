@@ -22,12 +22,27 @@ enum Stored {
 }
 
 impl Stored {
-    /// The frame's length, or for a kept value its in-memory size plus a header.
+    /// The frame's length, or for a kept value the bytes it spans plus a
+    /// header. A tile kept by the named store is a slice of the caller's
+    /// arrays: it counts its slice, not the whole buffers it shares.
     fn len(&self) -> u64 {
-        match self {
-            Stored::Frame(f) => f.len() as u64,
-            Stored::Value(v) => (frame::HEADER_LEN + v.size()) as u64,
-        }
+        let spanned = |t: &crate::value::Table| -> usize {
+            t.batches()
+                .iter()
+                .flat_map(|b| b.columns())
+                .map(|c| {
+                    let data = c.to_data();
+                    data.get_slice_memory_size()
+                        .unwrap_or_else(|_| c.get_array_memory_size())
+                })
+                .sum()
+        };
+        let bytes = match self {
+            Stored::Frame(f) => return f.len() as u64,
+            Stored::Value(Value::Blob(b)) => b.len(),
+            Stored::Value(Value::Table(t)) => spanned(t),
+        };
+        (frame::HEADER_LEN + bytes) as u64
     }
 }
 
