@@ -56,7 +56,8 @@ fn killed_writers_lose_no_acknowledged_value() {
                 .unwrap_or_else(|e| panic!("spawn: {e}"));
             let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
             let mut acked: Option<u64> = None;
-            for line in BufReader::new(stdout).lines() {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
                 let Ok(line) = line else { break };
                 acked = line.trim().parse().ok();
                 if acked.is_some_and(|a| a + 1 >= kill_after) {
@@ -66,6 +67,15 @@ fn killed_writers_lose_no_acknowledged_value() {
             // SIGKILL, possibly in the middle of the next put.
             let _ = child.kill();
             let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+            // The writer may have acknowledged more puts before the signal
+            // landed: they are still in the pipe. Only the put after the
+            // last acknowledgement may be there unacknowledged.
+            for line in lines {
+                let Ok(line) = line else { break };
+                if let Ok(a) = line.trim().parse() {
+                    acked = Some(a);
+                }
+            }
             killed += u64::from(!status.success());
             let acked =
                 acked.unwrap_or_else(|| panic!("{uri}: round {round}: nothing acknowledged"));
