@@ -49,6 +49,9 @@ pub struct StoreBench {
     /// Draw MB/s by size and storage here (SVG).
     #[arg(long)]
     chart: Option<PathBuf>,
+    /// Bytes of tiles per backend batch (one LMDB transaction each) for the large writes.
+    #[arg(long, default_value = "64MiB")]
+    batch_bytes: String,
 }
 
 /// ArcticDB's tutorial table: 10 columns of random float64.
@@ -169,6 +172,10 @@ pub fn run(a: StoreBench) -> Result<()> {
         .map(|s| parse_size(s, "--sizes"))
         .collect::<Result<Vec<u64>, _>>()?;
     let repeats = a.repeats.max(1);
+    let options = spillpool::store::StoreOptions {
+        batch_bytes: parse_size(&a.batch_bytes, "--batch-bytes")? as usize,
+        ..Default::default()
+    };
     let steps = sizes.len() * repeats * (a.storages.len() + 2);
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
@@ -219,7 +226,8 @@ pub fn run(a: StoreBench) -> Result<()> {
             }
             for kind in &a.storages {
                 bar.set_message(format!("{kind} {} MB", size / 1_000_000));
-                let (store, dir) = fresh_store(kind, &disk)?;
+                let (uri, dir) = fresh_uri(kind, &disk)?;
+                let store = Store::open_with(&uri, options)?;
                 let lib = store.create_library("bench")?;
                 settle();
                 let start = Instant::now();
@@ -298,7 +306,14 @@ pub fn run(a: StoreBench) -> Result<()> {
     if a.symbols > 0 {
         println!();
         for kind in &a.storages {
-            small_symbols(kind, &disk, a.symbols, a.batch.max(1), &mut samples)?;
+            small_symbols(
+                kind,
+                &disk,
+                a.symbols,
+                a.batch.max(1),
+                repeats,
+                &mut samples,
+            )?;
         }
     }
     if let Some(path) = &a.out {
@@ -354,6 +369,7 @@ fn small_symbols(
     disk: &Path,
     n: usize,
     batch: usize,
+    repeats: usize,
     samples: &mut Vec<Sample>,
 ) -> Result<()> {
     let tables: Vec<Table> = (0..n.min(1000))
@@ -373,66 +389,81 @@ fn small_symbols(
     let names: Vec<String> = (0..n).map(|i| format!("sym{i:06}")).collect();
     let table_of = |i: usize| &tables[i % tables.len()];
     let bytes = |count: usize| count as u64 * 2400;
-    let mut rates = Vec::new();
-    let mut time =
-        |op: &'static str, count: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+    const OPS: [&str; 4] = [
+        "small-write-one",
+        "small-read-one",
+        "small-write-batch",
+        "small-read-batch",
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); OPS.len()];
+    // Repeat 0 is untimed: this VM is slow on memory it has not touched lately.
+    for repeat in 0..=repeats {
+        let mut time = |op: usize, count: usize, f: &mut dyn FnMut() -> Result<()>| {
             let start = Instant::now();
             f()?;
             let s = start.elapsed().as_secs_f64();
-            rates.push((op, count as f64 / s));
-            samples.push(sample(kind, op, bytes(count), 0, s));
-            Ok(())
+            if repeat > 0 {
+                rates[op].push(count as f64 / s);
+                samples.push(sample(kind, OPS[op], bytes(count), repeat, s));
+            }
+            Ok::<(), anyhow::Error>(())
         };
-    // One by one: a fresh store; at most 2,000 symbols (each is a durable commit).
-    let one = n.min(2000);
-    let (store, dir) = fresh_store(kind, disk)?;
-    let lib = store.create_library("small")?;
-    time("small-write-one", one, &mut || {
-        for (i, name) in names.iter().take(one).enumerate() {
-            lib.write(name, table_of(i))?;
+        // One by one: a fresh store; at most 2,000 symbols (each is a durable commit).
+        let one = n.min(2000);
+        let (store, dir) = fresh_store(kind, disk)?;
+        let lib = store.create_library("small")?;
+        time(0, one, &mut || {
+            for (i, name) in names.iter().take(one).enumerate() {
+                lib.write(name, table_of(i))?;
+            }
+            Ok(())
+        })?;
+        time(1, one, &mut || {
+            for name in names.iter().take(one) {
+                std::hint::black_box(lib.read(name)?);
+            }
+            Ok(())
+        })?;
+        drop((lib, store, dir));
+        let (store, dir) = fresh_store(kind, disk)?;
+        let lib: Library = store.create_library("small")?;
+        time(2, n, &mut || {
+            for (c, chunk) in names.chunks(batch).enumerate() {
+                let items: Vec<(&str, &Table)> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.as_str(), table_of(c * batch + i)))
+                    .collect();
+                lib.write_batch(&items)?;
+            }
+            Ok(())
+        })?;
+        time(3, n, &mut || {
+            for chunk in names.chunks(batch) {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                std::hint::black_box(lib.read_batch(&refs)?);
+            }
+            Ok(())
+        })?;
+        if lib.list_symbols()?.len() != n {
+            bail!(
+                "{kind}: {} symbols listed, {n} written",
+                lib.list_symbols()?.len()
+            );
         }
-        Ok(())
-    })?;
-    time("small-read-one", one, &mut || {
-        for name in names.iter().take(one) {
-            std::hint::black_box(lib.read(name)?);
-        }
-        Ok(())
-    })?;
-    drop((lib, store, dir));
-    let (store, dir) = fresh_store(kind, disk)?;
-    let lib: Library = store.create_library("small")?;
-    time("small-write-batch", n, &mut || {
-        for (c, chunk) in names.chunks(batch).enumerate() {
-            let items: Vec<(&str, &Table)> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.as_str(), table_of(c * batch + i)))
-                .collect();
-            lib.write_batch(&items)?;
-        }
-        Ok(())
-    })?;
-    time("small-read-batch", n, &mut || {
-        for chunk in names.chunks(batch) {
-            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            std::hint::black_box(lib.read_batch(&refs)?);
-        }
-        Ok(())
-    })?;
-    if lib.list_symbols()?.len() != n {
-        bail!(
-            "{kind}: {} symbols listed, {n} written",
-            lib.list_symbols()?.len()
-        );
+        drop((lib, store, dir));
     }
-    drop((lib, store, dir));
-    let line: Vec<String> = rates
+    let line: Vec<String> = OPS
         .iter()
-        .map(|(op, r)| format!("{op} {r:.0}/s"))
+        .zip(&mut rates)
+        .map(|(op, r)| {
+            r.sort_by(f64::total_cmp);
+            let (lo, mid, hi) = (r[0], r[r.len() / 2], r[r.len() - 1]);
+            format!("{op} {mid:.0}/s ({lo:.0}–{hi:.0})")
+        })
         .collect();
     println!(
-        "small symbols on {kind:<10} ({n}; batches of {batch}): {}",
+        "small symbols on {kind:<10} ({n}; batches of {batch}; median of {repeats}, min–max): {}",
         line.join(", ")
     );
     Ok(())
