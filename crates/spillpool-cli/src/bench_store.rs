@@ -105,18 +105,19 @@ fn fresh_uri(kind: &str, disk: &Path) -> Result<(String, Option<tempfile::TempDi
 
 /// LMDB's own cost for the same bytes: 8 MB blob frames (a tile's size,
 /// encoded before timing) put straight into a fresh environment of `kind`,
-/// 64 MB per transaction, as the store batches them. What is left between
-/// this and the raw write is LMDB's; between this and the store, ours.
-fn lmdb_itself(kind: &str, disk: &Path, raw: &bytes::Bytes) -> Result<f64> {
+/// `batch_bytes` per transaction, as the store batches them. What is left
+/// between this and the raw write is LMDB's; between this and the store, ours.
+fn lmdb_itself(kind: &str, disk: &Path, raw: &bytes::Bytes, batch_bytes: usize) -> Result<f64> {
     let (uri, _dir) = fresh_uri(kind, disk)?;
     let backend = spillpool::open(&uri)?;
     const TILE: usize = 8 << 20;
+    let per_batch = (batch_bytes / TILE).max(1);
     let mut batches: Vec<Vec<(spillpool::Key, spillpool::frame::Frame)>> = Vec::new();
     for (i, start) in (0..raw.len()).step_by(TILE).enumerate() {
         let tile = raw.slice(start..(start + TILE).min(raw.len()));
         let key = spillpool::Key::new(format!("tile/{i:06}"))?;
         let frame = spillpool::frame::encode(&spillpool::Value::Blob(tile))?;
-        if i % 8 == 0 {
+        if i % per_batch == 0 {
             batches.push(Vec::new());
         }
         if let Some(batch) = batches.last_mut() {
@@ -215,7 +216,7 @@ pub fn run(a: StoreBench) -> Result<()> {
             ));
             bar.inc(2);
             for kind in a.storages.iter().filter(|k| k.starts_with("lmdb")) {
-                let seconds = lmdb_itself(kind, &disk, &raw)?;
+                let seconds = lmdb_itself(kind, &disk, &raw, options.batch_bytes)?;
                 samples.push(sample(
                     &format!("{kind}-itself"),
                     "write",
