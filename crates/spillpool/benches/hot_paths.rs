@@ -236,8 +236,15 @@ fn store_small(c: &mut Criterion) {
         let names: Vec<String> = (0..1000).map(|i| format!("sym-{i:04}")).collect();
         let items: Vec<(&str, &Table)> = names.iter().map(|n| (n.as_str(), &small)).collect();
         ok("write", lib.write_batch(&items));
+        g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("read_small", name), |x| {
             x.iter(|| ok("read", lib.read(black_box("sym-0421"))))
+        });
+        // 1,000 symbols per call: what `read_batch` gains from both cores.
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        g.throughput(Throughput::Elements(refs.len() as u64));
+        g.bench_function(BenchmarkId::new("read_batch_1000", name), |x| {
+            x.iter(|| ok("read batch", lib.read_batch(black_box(&refs))))
         });
     }
     g.finish();

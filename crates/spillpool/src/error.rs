@@ -209,7 +209,11 @@ pub enum Error {
 
 impl Error {
     /// Builds an [`Error::Corrupt`] for the value under `key` read at `location`.
-    pub(crate) fn corrupt(key: &crate::Key, location: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(
+        key: &crate::Key,
+        location: &(impl std::fmt::Display + ?Sized),
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Corrupt {
             key: printable(key.as_str()),
             location: location.to_string(),
@@ -253,6 +257,9 @@ fn show_version(v: Option<u64>) -> String {
 /// Renders user-supplied key bytes for an error message: printable and at most 200 characters.
 pub(crate) fn printable(key: &str) -> String {
     const MAX: usize = 200;
+    if key.len() <= MAX {
+        return key.to_string(); // no more characters than bytes
+    }
     let mut out: String = key.chars().take(MAX).collect();
     if key.chars().count() > MAX {
         out.push('…');

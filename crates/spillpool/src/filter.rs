@@ -604,7 +604,7 @@ pub(crate) fn undo_into(
     kind: u8,
     out: Dest,
     key: &Key,
-    location: &str,
+    location: &(impl std::fmt::Display + ?Sized),
     cipher_key: Option<&EncryptionKey>,
 ) -> Result<u64> {
     let corrupt = |reason: String| Error::corrupt(key, location, reason);

@@ -255,10 +255,22 @@ fn header_bytes(
 }
 
 fn header_checksum(header: &[u8], filters: &[u8]) -> u64 {
-    let mut hasher = Xxh3::new();
-    hasher.update(&header[..56]);
-    hasher.update(filters);
-    hasher.digest()
+    xxh3_of(&header[..56], filters)
+}
+
+/// xxh3-64 of `a` followed by `b`. One-shot when either is empty: the
+/// streaming hasher's setup costs more than hashing a small frame.
+fn xxh3_of(a: &[u8], b: &[u8]) -> u64 {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => xxh3_64(a),
+        (true, false) => xxh3_64(b),
+        (false, false) => {
+            let mut hasher = Xxh3::new();
+            hasher.update(a);
+            hasher.update(b);
+            hasher.digest()
+        }
+    }
 }
 
 fn le_u64(b: &[u8], at: usize) -> u64 {
@@ -271,13 +283,22 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 ///
 /// `key` and `location` only label errors: [`Error::Corrupt`] for a frame that
 /// fails any check, [`Error::UnsupportedVersion`] for one written by a newer format.
-pub fn verify(frame: &[u8], key: &Key, location: &str) -> Result<Header> {
+pub fn verify(
+    frame: &[u8],
+    key: &Key,
+    location: &(impl std::fmt::Display + ?Sized),
+) -> Result<Header> {
     verify_parts(frame, &[], key, location)
 }
 
 /// [`verify`] for a frame held as `head` followed by `body` (see [`Frame`]);
 /// the header and filter descriptor must lie in `head`.
-fn verify_parts(head: &[u8], body: &[u8], key: &Key, location: &str) -> Result<Header> {
+fn verify_parts(
+    head: &[u8],
+    body: &[u8],
+    key: &Key,
+    location: &(impl std::fmt::Display + ?Sized),
+) -> Result<Header> {
     let corrupt = |reason: String| Error::corrupt(key, location, reason);
     let total = head.len() + body.len();
     if head.len() < HEADER_LEN {
@@ -335,14 +356,12 @@ fn verify_parts(head: &[u8], body: &[u8], key: &Key, location: &str) -> Result<H
         )));
     }
     let (payload_offset, stored_len) = (payload_offset as usize, stored_len as usize);
-    let mut sum = Xxh3::new();
-    if payload_offset < head.len() {
-        sum.update(&head[payload_offset..]);
-        sum.update(body);
+    let sum = if payload_offset < head.len() {
+        xxh3_of(&head[payload_offset..], body)
     } else {
-        sum.update(&body[payload_offset - head.len()..]);
-    }
-    if sum.digest() != le_u64(head, 40) {
+        xxh3_64(&body[payload_offset - head.len()..])
+    };
+    if sum != le_u64(head, 40) {
         return Err(corrupt("payload checksum mismatch".into()));
     }
     let filters = head[HEADER_LEN..filters_end].to_vec();
@@ -370,7 +389,12 @@ pub fn encode_filtered(value: &Value, filters: &Filters, key: &Key) -> Result<Fr
 
 /// Applies `filters` to a plain frame. A frame that is already filtered, or
 /// that does not verify, is returned as it is: it will read back as itself.
-pub fn refilter(frame: Frame, filters: &Filters, key: &Key, location: &str) -> Result<Frame> {
+pub fn refilter(
+    frame: Frame,
+    filters: &Filters,
+    key: &Key,
+    location: &(impl std::fmt::Display + ?Sized),
+) -> Result<Frame> {
     if filters.is_empty() {
         return Ok(frame);
     }
@@ -413,7 +437,7 @@ pub fn refilter(frame: Frame, filters: &Filters, key: &Key, location: &str) -> R
 pub fn unfilter(
     frame: Bytes,
     key: &Key,
-    location: &str,
+    location: &(impl std::fmt::Display + ?Sized),
     cipher_key: Option<&EncryptionKey>,
     limits: DecodeLimits,
 ) -> Result<Bytes> {
@@ -426,7 +450,7 @@ fn unfilter_verified(
     frame: Bytes,
     header: Header,
     key: &Key,
-    location: &str,
+    location: &(impl std::fmt::Display + ?Sized),
     cipher_key: Option<&EncryptionKey>,
     limits: DecodeLimits,
 ) -> Result<(Bytes, Header)> {
@@ -488,7 +512,11 @@ fn unfilter_verified(
 /// [`Error::KeyRequired`] (use [`decode_with`]). Returns [`Error::Corrupt`]
 /// (naming `key` and `location`) for a frame that fails a check or whose
 /// payload does not decode, and [`Error::UnsupportedVersion`] for a newer format.
-pub fn decode(frame: Bytes, key: &Key, location: &str) -> Result<Value> {
+pub fn decode(
+    frame: Bytes,
+    key: &Key,
+    location: &(impl std::fmt::Display + ?Sized),
+) -> Result<Value> {
     decode_with(frame, key, location, None, DecodeLimits::default())
 }
 
@@ -496,7 +524,7 @@ pub fn decode(frame: Bytes, key: &Key, location: &str) -> Result<Value> {
 pub fn decode_with(
     frame: Bytes,
     key: &Key,
-    location: &str,
+    location: &(impl std::fmt::Display + ?Sized),
     cipher_key: Option<&EncryptionKey>,
     limits: DecodeLimits,
 ) -> Result<Value> {
@@ -527,7 +555,7 @@ pub fn decode_with(
 pub(crate) fn decode_table_selected(
     frame: Bytes,
     key: &Key,
-    location: &str,
+    location: &(impl std::fmt::Display + ?Sized),
     selection: &crate::formats::Selection,
 ) -> Result<Table> {
     let header = verify(&frame, key, location)?;

@@ -286,6 +286,62 @@ fn lmdb_growth_waits_for_borrowed_reads_and_says_so() {
 }
 
 #[test]
+fn lmdb_holds_more_borrowed_values_than_reader_slots() {
+    // LMDB has 1,024 reader slots here; borrowed values share their thread's
+    // snapshot, so holding 3,000 of them (a large `read_batch`) takes one.
+    let dir = tmp();
+    let db = open(&format!("lmdb://{}?sync=false", dir.path().display()));
+    let items: Vec<(Key, Value)> = (0..3000u32)
+        .map(|i| {
+            (
+                key(&format!("k/{i}")),
+                Value::from(i.to_le_bytes().to_vec()),
+            )
+        })
+        .collect();
+    db.put_values(items).unwrap_or_else(|e| panic!("{e}"));
+    let held: Vec<Value> = (0..3000u32)
+        .map(|i| {
+            db.fetch_value(&key(&format!("k/{i}")))
+                .unwrap_or_else(|e| panic!("get {i}: {e}"))
+        })
+        .collect();
+    for (i, v) in held.iter().enumerate() {
+        assert_eq!(
+            v.as_blob().map(|b| b.to_vec()),
+            Some((i as u32).to_le_bytes().to_vec())
+        );
+    }
+}
+
+#[test]
+fn lmdb_reads_after_a_commit_see_it_while_older_borrows_keep_theirs() {
+    let dir = tmp();
+    let uri = format!("lmdb://{}?sync=false", dir.path().display());
+    let db = open(&uri);
+    let k = key("k");
+    db.put_value(&k, &Value::from(vec![1u8; 100]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let old = db.get(&k).unwrap_or_else(|e| panic!("{e}"));
+    // Committed from another thread, as another process would.
+    std::thread::scope(|s| {
+        s.spawn(|| db.put_value(&k, &Value::from(vec![2u8; 100])))
+            .join()
+            .unwrap_or_else(|_| panic!("writer panicked"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let new = db.fetch_value(&k).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(new.as_blob().map(|b| b[0]), Some(2));
+    // The value borrowed before the commit still reads as it was.
+    let old = spillpool::frame::decode(old.unwrap_or_else(|| panic!("k missing")), &k, "test")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(old.as_blob().map(|b| b.to_vec()), Some(vec![1u8; 100]));
+    // Deleting is a commit too.
+    db.delete(&k).unwrap_or_else(|e| panic!("{e}"));
+    assert!(db.get(&k).unwrap_or_else(|e| panic!("{e}")).is_none());
+}
+
+#[test]
 fn lmdb_one_environment_per_path() {
     let dir = tmp();
     let uri = format!("lmdb://{}", dir.path().display());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Backend, Usage};
+use super::{Backend, Location, Usage};
 use crate::error::Result;
 use crate::filter::{DecodeLimits, Filters};
 use crate::frame::{self, Frame};
@@ -89,7 +89,7 @@ impl FilteredBackend {
         items
             .into_iter()
             .map(|(key, frame)| {
-                let location = self.inner.location(&key);
+                let location = Location::new(&*self.inner, &key);
                 let f = frame::refilter(frame, &self.filters, &key, &location)?;
                 Ok((key, f))
             })
@@ -99,13 +99,13 @@ impl FilteredBackend {
 
 impl Backend for FilteredBackend {
     fn put(&self, key: &Key, frame: Frame) -> Result<()> {
-        let location = self.inner.location(key);
+        let location = Location::new(&*self.inner, key);
         let filtered = frame::refilter(frame, &self.filters, key, &location)?;
         self.inner.put(key, filtered)
     }
 
     fn put_new(&self, key: &Key, frame: Frame) -> Result<bool> {
-        let location = self.inner.location(key);
+        let location = Location::new(&*self.inner, key);
         let filtered = frame::refilter(frame, &self.filters, key, &location)?;
         self.inner.put_new(key, filtered)
     }
@@ -121,7 +121,7 @@ impl Backend for FilteredBackend {
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         match self.inner.get(key)? {
             Some(stored) => {
-                let location = self.inner.location(key);
+                let location = Location::new(&*self.inner, key);
                 let key_ref = self.filters.key().map(|k| &**k);
                 frame::unfilter(stored, key, &location, key_ref, self.limits).map(Some)
             }

@@ -326,23 +326,85 @@ impl LmdbBackend {
             }
         }
     }
+
+    /// This thread's snapshot of the newest commit: the cached one when it
+    /// is still alive and nothing was committed since (any process), else a
+    /// new read transaction. A read that starts after a commit returned
+    /// therefore sees it, as with a transaction per read.
+    fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        let s = &self.shared;
+        let env: *const Shared = Arc::as_ptr(s);
+        let cached = SNAPSHOTS.with_borrow_mut(|cache| {
+            cache.retain(|w| w.strong_count() > 0);
+            cache
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|snap| std::ptr::eq(snap.env, env))
+        });
+        if let Some(snap) = cached
+            && snap.txn.id() == s.env.info().last_txn_id
+        {
+            return Ok(snap);
+        }
+        let (txn, gate) = self.read_txn()?;
+        let snap = Arc::new(Snapshot {
+            txn,
+            env,
+            _gate: gate,
+        });
+        SNAPSHOTS.with_borrow_mut(|cache| {
+            cache.retain(|w| w.upgrade().is_some_and(|old| !std::ptr::eq(old.env, env)));
+            cache.push(Arc::downgrade(&snap));
+        });
+        Ok(snap)
+    }
 }
 
-/// A frame borrowed from the LMDB map, kept valid by its read transaction.
-struct Borrowed {
-    ptr: *const u8,
-    len: usize,
-    _txn: RoTxn<'static, WithoutTls>,
+/// A read transaction shared by every frame borrowed through it.
+///
+/// Each thread reuses its newest snapshot while frames borrowed from it are
+/// still alive and nothing was committed since (see [`LmdbBackend::snapshot`]).
+/// Without sharing, a batch read of 1,000 symbols held 1,000 read
+/// transactions open at once: every new one scanned LMDB's reader table for
+/// a free slot under its mutex, so batched reads did not scale past one
+/// core, and a batch of more than `max_readers` symbols would have failed.
+struct Snapshot {
+    txn: RoTxn<'static, WithoutTls>,
+    /// The environment it belongs to (the per-thread cache's key).
+    env: *const Shared,
     _gate: ArcRwLockReadGuard<RawRwLock, ()>,
 }
 
-// SAFETY: the pointed-to bytes are immutable while the read transaction lives
-// (LMDB's MVCC), and `RoTxn<WithoutTls>` may move between threads.
+// SAFETY: lookups through `txn` are made only on the thread whose cache holds
+// the snapshot (`LmdbBackend::snapshot`); other threads only keep it alive
+// for the pages they borrowed and may drop it, which `MDB_NOTLS` allows
+// (`RoTxn<WithoutTls>` is `Send`). LMDB's MVCC keeps the pages immutable
+// while the transaction is open.
+unsafe impl Send for Snapshot {}
+// SAFETY: see `Send`; shared references never reach `txn` off its thread.
+unsafe impl Sync for Snapshot {}
+
+thread_local! {
+    /// This thread's newest snapshot per environment. Weak: a snapshot lives
+    /// only as long as frames borrowed from it (or a lookup in progress), so
+    /// the cache never pins old pages or delays growing the map by itself.
+    static SNAPSHOTS: std::cell::RefCell<Vec<Weak<Snapshot>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A frame borrowed from the LMDB map, kept valid by its snapshot.
+struct Borrowed {
+    ptr: *const u8,
+    len: usize,
+    _snapshot: Arc<Snapshot>,
+}
+
+// SAFETY: the pointed-to bytes are immutable while the snapshot lives, and
+// the snapshot may move between threads (see `Snapshot`).
 unsafe impl Send for Borrowed {}
 
 impl AsRef<[u8]> for Borrowed {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: ptr/len came from a value of `_txn`, which is still open.
+        // SAFETY: ptr/len came from a value of the snapshot, which is still open.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
@@ -466,11 +528,11 @@ impl Backend for LmdbBackend {
 
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {
         let (lkey, _) = self.lmdb_key(key);
-        let (txn, gate) = self.read_txn()?;
+        let snapshot = self.snapshot()?;
         let found = self
             .shared
             .frames
-            .get(&txn, &lkey)
+            .get(&snapshot.txn, &lkey)
             .map_err(lmdb_err(&self.shared.path, "get"))?
             .map(|v| {
                 let frame = unpad(v);
@@ -480,8 +542,7 @@ impl Backend for LmdbBackend {
             Bytes::from_owner(Borrowed {
                 ptr,
                 len,
-                _txn: txn,
-                _gate: gate,
+                _snapshot: snapshot,
             })
         }))
     }

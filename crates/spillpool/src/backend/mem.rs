@@ -180,7 +180,9 @@ impl Backend for MemBackend {
         match stored {
             None => Ok(None),
             Some(Stored::Value(v)) => Ok(Some(v)),
-            Some(Stored::Frame(f)) => frame::decode(f, key, &self.location(key)).map(Some),
+            Some(Stored::Frame(f)) => {
+                frame::decode(f, key, &super::Location::new(self, key)).map(Some)
+            }
         }
     }
 

@@ -89,7 +89,11 @@ impl Manifest {
     }
 
     /// Parses a manifest read from `key` at `location`.
-    pub(crate) fn from_bytes(bytes: &[u8], key: &Key, location: &str) -> Result<Self> {
+    pub(crate) fn from_bytes(
+        bytes: &[u8],
+        key: &Key,
+        location: &(impl std::fmt::Display + ?Sized),
+    ) -> Result<Self> {
         let m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| Error::corrupt(key, location, format!("manifest: {e}")))?;
         if m.format != MANIFEST_FORMAT {
@@ -112,7 +116,11 @@ impl Manifest {
         Ok(m)
     }
 
-    pub(crate) fn schema(&self, key: &Key, location: &str) -> Result<SchemaRef> {
+    pub(crate) fn schema(
+        &self,
+        key: &Key,
+        location: &(impl std::fmt::Display + ?Sized),
+    ) -> Result<SchemaRef> {
         decode_schema(&self.schema)
             .map_err(|reason| Error::corrupt(key, location, format!("manifest schema: {reason}")))
     }

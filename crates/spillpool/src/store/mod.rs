@@ -59,7 +59,7 @@ pub use check::{CheckOptions, CheckReport, Orphan};
 use manifest::{Manifest, Segment};
 pub use names::MAX_NAME_LEN;
 
-use crate::backend::{Backend, encode_values, open};
+use crate::backend::{Backend, Location, encode_values, open};
 use crate::error::{Error, Result, printable};
 use crate::formats::Selection;
 use crate::frame::{self, Frame};
@@ -431,7 +431,7 @@ impl Library {
     /// the symbol declares non-nullable must then hold no nulls).
     fn conform(&self, symbol: &str, base: &Manifest, table: &Table) -> Result<Table> {
         let key = names::version_key(&self.name, symbol, base.version)?;
-        let base_schema = base.schema(&key, &self.b().location(&key))?;
+        let base_schema = base.schema(&key, &Location::new(self.b(), &key))?;
         if base_schema.fields() == table.schema().fields() {
             return Ok(table.clone());
         }
@@ -479,7 +479,7 @@ impl Library {
 
     fn check_schema(&self, symbol: &str, base: &Manifest, schema: &Schema) -> Result<()> {
         let key = names::version_key(&self.name, symbol, base.version)?;
-        let base_schema = base.schema(&key, &self.b().location(&key))?;
+        let base_schema = base.schema(&key, &Location::new(self.b(), &key))?;
         if base_schema.fields() == schema.fields() {
             return Ok(());
         }
@@ -772,7 +772,7 @@ impl Library {
         let Some(frame) = self.b().get(&key)? else {
             return Ok(None);
         };
-        let location = self.b().location(&key);
+        let location = Location::new(self.b(), &key);
         let value = frame::decode(frame, &key, &location)?;
         let bytes = value
             .as_blob()
@@ -815,7 +815,7 @@ impl Library {
 
     fn read_manifest(&self, symbol: &str, m: &Manifest, options: &ReadOptions) -> Result<Table> {
         let mkey = names::version_key(&self.name, symbol, m.version)?;
-        let location = self.b().location(&mkey);
+        let location = Location::new(self.b(), &mkey);
         let schema = m.schema(&mkey, &location)?;
         let wanted: Vec<usize> = match &options.columns {
             None => (0..schema.fields().len()).collect(),
@@ -917,7 +917,7 @@ impl Library {
         columns: Option<Vec<String>>,
     ) -> Result<Table> {
         let key = names::tile_key(&self.name, symbol, &seg.write, seg.index, slice)?;
-        let location = self.b().location(&key);
+        let location = Location::new(self.b(), &key);
         let missing = || {
             Error::corrupt(
                 &key,
