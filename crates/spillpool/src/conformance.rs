@@ -18,7 +18,7 @@ use arrow_buffer::i256;
 use arrow_schema::{DataType, Field};
 use bytes::Bytes;
 
-use crate::backend::{Backend, BackendExt};
+use crate::backend::{Backend, BackendExt, Claim};
 use crate::error::Error;
 use crate::frame::{self, Frame};
 use crate::key::Key;
@@ -558,6 +558,7 @@ pub fn run_all_expecting(b: &dyn Backend, prefix: &str, expect: Expect) {
     check_threads(b, &format!("{prefix}threads/"));
     check_put_new(b, &format!("{prefix}put-new/"));
     check_put_batch(b, &format!("{prefix}put-batch/"));
+    check_publish_batch(b, &format!("{prefix}publish/"));
     check_corruption(b, &format!("{prefix}corruption/"));
 }
 
@@ -650,6 +651,86 @@ pub fn check_put_batch(b: &dyn Backend, prefix: &str) {
     );
     let new = ok(b, "get", b.fetch_value(&key(&format!("{prefix}new"))));
     assert_eq!(new.as_blob(), Some(&pattern(777, 9)), "{b}");
+}
+
+/// `publish_batch`: plain frames always stored, a claim only on a free key,
+/// its hint only with it; racing publishers of one key: exactly one wins and
+/// the stored claim and hint are the winner's.
+pub fn check_publish_batch(b: &dyn Backend, prefix: &str) {
+    let k = |s: &str| key(&format!("{prefix}{s}"));
+    let f = |seed: u64| ok(b, "encode", frame::encode(&Value::Blob(pattern(300, seed))));
+    let claim = |name: &str, seed: u64| Claim {
+        key: k(name),
+        frame: f(seed),
+        hint: Some((k(&format!("hint-{name}")), f(seed + 100))),
+    };
+    let blob = |name: &str| ok(b, "get", b.get_value(&k(name))).and_then(|v| v.as_blob().cloned());
+    ok(
+        b,
+        "put",
+        b.put_value(&k("taken"), &Value::Blob(pattern(300, 1))),
+    );
+    let won = ok(
+        b,
+        "publish_batch",
+        b.publish_batch(
+            vec![(k("plain"), f(2))],
+            vec![claim("taken", 3), claim("free", 4)],
+        ),
+    );
+    assert_eq!(won, vec![false, true], "{b}");
+    assert_eq!(blob("plain"), Some(pattern(300, 2)), "{b}: plain frame");
+    assert_eq!(
+        blob("taken"),
+        Some(pattern(300, 1)),
+        "{b}: a taken claim was replaced"
+    );
+    assert_eq!(
+        blob("hint-taken"),
+        None,
+        "{b}: a lost claim's hint was stored"
+    );
+    assert_eq!(blob("free"), Some(pattern(300, 4)), "{b}: claim");
+    assert_eq!(blob("hint-free"), Some(pattern(300, 104)), "{b}: hint");
+    assert_eq!(
+        ok(b, "publish_batch", b.publish_batch(Vec::new(), Vec::new())),
+        Vec::<bool>::new()
+    );
+
+    let results: Vec<(u64, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let claim = &claim;
+                s.spawn(move || {
+                    let won = ok(
+                        b,
+                        "publish_batch",
+                        b.publish_batch(Vec::new(), vec![claim("race", 10 + t)]),
+                    );
+                    (t, won == [true])
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("{b}: publish thread panicked"))
+            })
+            .collect()
+    });
+    let winners: Vec<u64> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
+    assert_eq!(winners.len(), 1, "{b}: winners {winners:?}");
+    assert_eq!(
+        blob("race"),
+        Some(pattern(300, 10 + winners[0])),
+        "{b}: race claim"
+    );
+    assert_eq!(
+        blob("hint-race"),
+        Some(pattern(300, 110 + winners[0])),
+        "{b}: race hint"
+    );
 }
 
 /// The path of the file mapped at `addr` in this process, from `/proc/self/maps`.

@@ -50,8 +50,8 @@ mod uri;
 mod value;
 
 pub use backend::{
-    Backend, BackendExt, FileBackend, FilteredBackend, LmdbBackend, MemBackend, ShmBackend, Usage,
-    open,
+    Backend, BackendExt, Claim, FileBackend, FilteredBackend, LmdbBackend, MemBackend, ShmBackend,
+    Usage, open,
 };
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_LEN};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Backend, Location, Usage};
+use super::{Backend, Claim, Location, Usage};
 use crate::error::Result;
 use crate::filter::{DecodeLimits, Filters};
 use crate::frame::{self, Frame};
@@ -116,6 +116,38 @@ impl Backend for FilteredBackend {
 
     fn put_new_batch(&self, items: Vec<(Key, Frame)>) -> Result<Vec<bool>> {
         self.inner.put_new_batch(self.refilter_all(items)?)
+    }
+
+    fn publish_batch(&self, plain: Vec<(Key, Frame)>, claims: Vec<Claim>) -> Result<Vec<bool>> {
+        let claims = claims
+            .into_iter()
+            .map(|c| {
+                let frame = frame::refilter(
+                    c.frame,
+                    &self.filters,
+                    &c.key,
+                    &Location::new(&*self.inner, &c.key),
+                )?;
+                let hint = match c.hint {
+                    Some((k, f)) => {
+                        let f = frame::refilter(
+                            f,
+                            &self.filters,
+                            &k,
+                            &Location::new(&*self.inner, &k),
+                        )?;
+                        Some((k, f))
+                    }
+                    None => None,
+                };
+                Ok(Claim {
+                    key: c.key,
+                    frame,
+                    hint,
+                })
+            })
+            .collect::<Result<_>>()?;
+        self.inner.publish_batch(self.refilter_all(plain)?, claims)
     }
 
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RawRwLock, RwLock, lock_api::ArcRwLockReadGuard};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::dir::create_private_dir;
-use super::{Backend, Usage};
+use super::{Backend, Claim, Usage};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::key::Key;
@@ -508,6 +508,44 @@ impl Backend for LmdbBackend {
                     .is_none();
                 if free {
                     put_padded(s, txn, lkey, long.then_some(key), frame)?;
+                }
+                stored.push(free);
+            }
+            Ok(stored)
+        })
+    }
+
+    /// One transaction: one sync for tiles, manifests and heads, and none of
+    /// them visible unless all are (a batch of small symbols was three
+    /// durable commits).
+    fn publish_batch(&self, plain: Vec<(Key, Frame)>, claims: Vec<Claim>) -> Result<Vec<bool>> {
+        let s = &self.shared;
+        let plain_keys: Vec<_> = plain.iter().map(|(k, _)| self.lmdb_key(k)).collect();
+        let claim_keys: Vec<_> = claims
+            .iter()
+            .map(|c| {
+                (
+                    self.lmdb_key(&c.key),
+                    c.hint.as_ref().map(|(k, _)| self.lmdb_key(k)),
+                )
+            })
+            .collect();
+        self.write("publish", |txn| {
+            for ((key, frame), (lkey, long)) in plain.iter().zip(&plain_keys) {
+                put_padded(s, txn, lkey, long.then_some(key), frame)?;
+            }
+            let mut stored = Vec::with_capacity(claims.len());
+            for (claim, ((lkey, long), hint_key)) in claims.iter().zip(&claim_keys) {
+                let free = s
+                    .frames
+                    .remap_data_type::<DecodeIgnore>()
+                    .get(txn, lkey)?
+                    .is_none();
+                if free {
+                    put_padded(s, txn, lkey, long.then_some(&claim.key), &claim.frame)?;
+                    if let (Some((key, frame)), Some((hkey, hlong))) = (&claim.hint, hint_key) {
+                        put_padded(s, txn, hkey, hlong.then_some(key), frame)?;
+                    }
                 }
                 stored.push(free);
             }

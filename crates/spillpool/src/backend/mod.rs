@@ -43,6 +43,18 @@ use crate::key::Key;
 use crate::uri::Uri;
 use crate::value::Value;
 
+/// One claim of [`Backend::publish_batch`]: `frame` is stored under `key`
+/// only if `key` holds nothing, and then `hint` is stored too.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The key that must hold nothing (a version's manifest, for the store).
+    pub key: Key,
+    /// What to store under it.
+    pub frame: Frame,
+    /// Stored (replacing) when the claim is: an advisory pointer to it.
+    pub hint: Option<(Key, Frame)>,
+}
+
 /// How much a backend holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -94,6 +106,50 @@ pub trait Backend: Debug + Display + Send + Sync + 'static {
             .into_iter()
             .map(|(key, frame)| self.put_new(&key, frame))
             .collect()
+    }
+
+    /// Publishes a batch, as the named store does: stores every frame of
+    /// `plain` (as [`Backend::put_batch`]), then each claim's frame only if
+    /// its key holds nothing (as [`Backend::put_new`]) and, for each claim
+    /// stored, its hint (as [`Backend::put`]). Returns for each claim
+    /// whether it was stored.
+    ///
+    /// No claim is visible before every plain frame is stored. A hint is
+    /// advisory: the default ignores a failure to store hints, so readers
+    /// must not rely on them. The default makes the three calls in that
+    /// order (three syncs on a syncing backend); LMDB commits everything in
+    /// one transaction, which is one sync and all-or-nothing.
+    ///
+    /// ```
+    /// use spillpool::{open, Claim, Key, frame};
+    /// let b = open("mem://").unwrap();
+    /// let k = |s: &str| Key::new(s).unwrap();
+    /// let f = |v: u8| frame::encode(&vec![v].into()).unwrap();
+    /// let claim = |v| Claim { key: k("v/1"), frame: f(v), hint: Some((k("head"), f(v))) };
+    /// assert_eq!(b.publish_batch(vec![(k("data"), f(0))], vec![claim(1)]).unwrap(), [true]);
+    /// assert_eq!(b.publish_batch(vec![], vec![claim(2)]).unwrap(), [false]);
+    /// assert!(b.get(&k("head")).unwrap().is_some());
+    /// ```
+    fn publish_batch(&self, plain: Vec<(Key, Frame)>, claims: Vec<Claim>) -> Result<Vec<bool>> {
+        if !plain.is_empty() {
+            self.put_batch(plain)?;
+        }
+        let mut hints = Vec::new();
+        let mut items = Vec::with_capacity(claims.len());
+        for claim in claims {
+            hints.push(claim.hint);
+            items.push((claim.key, claim.frame));
+        }
+        let won = self.put_new_batch(items)?;
+        let hints: Vec<(Key, Frame)> = hints
+            .into_iter()
+            .zip(&won)
+            .filter_map(|(hint, &won)| hint.filter(|_| won))
+            .collect();
+        if !hints.is_empty() {
+            let _ = self.put_batch(hints);
+        }
+        Ok(won)
     }
 
     /// Returns the frame stored under `key`, or `None`.

@@ -59,7 +59,7 @@ pub use check::{CheckOptions, CheckReport, Orphan};
 use manifest::{Manifest, Segment};
 pub use names::MAX_NAME_LEN;
 
-use crate::backend::{Backend, Location, encode_values, open};
+use crate::backend::{Backend, Claim, Location, encode_values, open};
 use crate::error::{Error, Result, printable};
 use crate::formats::Selection;
 use crate::frame::{self, Frame};
@@ -622,29 +622,33 @@ impl Library {
                 segments,
                 options.metadata.clone(),
             )?;
-            let key = names::version_key(&self.name, symbol, state.next)?;
-            let frame = self.inner.blob(&manifest.to_bytes()?)?;
             *attempted = true;
-            let won = if pending.is_empty() {
-                self.b().put_new(&key, frame)?
-            } else {
-                let mut items = std::mem::take(pending);
-                items.push((key, frame));
-                self.b()
-                    .put_new_batch(items)?
-                    .last()
-                    .copied()
-                    .unwrap_or(false)
-            };
+            // The head is only a hint (readers probe past a stale one): a
+            // backend may fail to store it without failing the write.
+            let claim = self.claim(symbol, &manifest)?;
+            let won = self
+                .b()
+                .publish_batch(std::mem::take(pending), vec![claim])?
+                .first()
+                .copied()
+                .unwrap_or(false);
             if won {
-                // The version is published; the head is only a hint (readers
-                // probe past a stale one), so failing to update it is no error.
-                let head = self.inner.blob(&manifest.version.to_le_bytes())?;
-                let _ = self.b().put(&names::head_key(&self.name, symbol)?, head);
                 return Ok(info(&manifest));
             }
             // Another writer took this number: take the next one.
         }
+    }
+
+    /// Publishing `manifest` as the next version of `symbol`, with the head hint.
+    fn claim(&self, symbol: &str, manifest: &Manifest) -> Result<Claim> {
+        Ok(Claim {
+            key: names::version_key(&self.name, symbol, manifest.version)?,
+            frame: self.inner.blob(&manifest.to_bytes()?)?,
+            hint: Some((
+                names::head_key(&self.name, symbol)?,
+                self.inner.blob(&manifest.version.to_le_bytes())?,
+            )),
+        })
     }
 
     fn tile_jobs<'a>(
@@ -1001,13 +1005,21 @@ impl Library {
             tiles.extend(frames);
             plans.push((segs, slices));
         }
-        self.b().put_values(tiles)?;
+        // Tiles, manifests and heads in one publish: one LMDB commit (one
+        // sync) per batch. A backend that keeps values takes the tiles as
+        // they are, first.
+        let plain = if self.b().keeps_values() {
+            self.b().put_values(tiles)?;
+            Vec::new()
+        } else {
+            encode_values(tiles)?
+        };
         let states: Vec<SymState> = items
             .iter()
             .map(|(s, _)| self.state(s))
             .collect::<Result<_>>()?;
         let mut manifests = Vec::with_capacity(items.len());
-        let mut frames = Vec::with_capacity(items.len());
+        let mut claims = Vec::with_capacity(items.len());
         for (((symbol, table), (segs, slices)), state) in items.iter().zip(&plans).zip(&states) {
             let m = Manifest::new(
                 state.next,
@@ -1016,44 +1028,31 @@ impl Library {
                 segs.clone(),
                 None,
             )?;
-            frames.push((
-                names::version_key(&self.name, symbol, m.version)?,
-                self.inner.blob(&m.to_bytes()?)?,
-            ));
+            claims.push(self.claim(symbol, &m)?);
             manifests.push(m);
         }
-        let won = self.b().put_new_batch(frames)?;
+        let won = self.b().publish_batch(plain, claims)?;
         let mut out = Vec::with_capacity(items.len());
-        let mut heads = Vec::with_capacity(items.len());
         for (((symbol, table), (segs, slices)), (m, won)) in
             items.iter().zip(&plans).zip(manifests.into_iter().zip(won))
         {
-            let m = if won {
-                m
-            } else {
-                // Lost a race for this symbol's number: publish it alone.
-                let published = self.publish(
-                    symbol,
-                    table.schema(),
-                    slices,
-                    segs,
-                    &WriteOptions::default(),
-                    false,
-                    None,
-                    &mut Vec::new(),
-                    &mut false,
-                )?;
-                out.push(published);
+            if won {
+                out.push(info(&m));
                 continue;
-            };
-            heads.push((
-                names::head_key(&self.name, symbol)?,
-                self.inner.blob(&m.version.to_le_bytes())?,
-            ));
-            out.push(info(&m));
+            }
+            // Lost a race for this symbol's number: publish it alone.
+            out.push(self.publish(
+                symbol,
+                table.schema(),
+                slices,
+                segs,
+                &WriteOptions::default(),
+                false,
+                None,
+                &mut Vec::new(),
+                &mut false,
+            )?);
         }
-        // Hints only: see `publish`.
-        let _ = self.b().put_batch(heads);
         Ok(out)
     }
 
