@@ -142,6 +142,21 @@ impl Table {
     }
 }
 
+/// Bytes the rows of `batches` span in their buffers. A slice of a larger
+/// array counts its rows only, where `get_array_memory_size` counts every
+/// buffer it shares whole.
+pub(crate) fn spanned_bytes(batches: &[RecordBatch]) -> usize {
+    batches
+        .iter()
+        .flat_map(|b| b.columns())
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 impl From<RecordBatch> for Table {
     fn from(batch: RecordBatch) -> Self {
         Table {

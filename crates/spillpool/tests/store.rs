@@ -609,6 +609,38 @@ fn default_layout_keeps_big_tables_in_few_tiles() {
     assert_eq!(one_batch(&got.table), one_batch(&t).slice(99_990, 20));
 }
 
+/// A big write goes to the backend in batches of about `batch_bytes` (one
+/// LMDB commit, one sync each), counted on the rows each tile spans: tiles
+/// are slices of the caller's arrays, and counting their shared buffers made
+/// every tile a batch (and a sync) of its own.
+#[test]
+fn big_writes_are_batched_by_the_bytes_of_their_tiles() {
+    use spillpool::backend::{FaultOp, FaultPlan, FaultyBackend};
+    let plan = Arc::new(FaultPlan::new());
+    let inner = ok("open", spillpool::open("mem://"));
+    let backend: Arc<dyn Backend> = Arc::new(FaultyBackend::new(inner, Arc::clone(&plan)));
+    let options = StoreOptions {
+        rows_per_segment: 100_000,
+        batch_bytes: 4 << 20,
+        ..StoreOptions::default()
+    };
+    let store = ok("store", Store::from_backend(backend, options));
+    let lib = ok("library", store.get_library("b", true));
+    // 1,000,000 rows of two int64 columns: 16 MB in 10 tiles of 1.6 MB.
+    let col = || -> ArrayRef { Arc::new(Int64Array::from_iter_values(0..1_000_000)) };
+    let t = Table::from(
+        RecordBatch::try_from_iter([("a", col()), ("b", col())]).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let writes_before = plan.count(FaultOp::Write);
+    let info = ok("write", lib.write("t", &t));
+    assert_eq!(info.segments, 10);
+    // Tiles in batches of three (4.8 MB ≥ 4 MB): 3 + 3 + 3 + 1, then the
+    // manifest and the head hint.
+    assert_eq!(plan.count(FaultOp::Write) - writes_before, 4 + 2);
+    let back = ok("read", lib.read("t"));
+    assert_eq!(one_batch(&back.table), one_batch(&t));
+}
+
 /// Tiles a writer stored before dying are orphans: reported, then removed
 /// by repair once old enough; nothing readable is touched.
 #[test]

@@ -26,21 +26,10 @@ impl Stored {
     /// header. A tile kept by the named store is a slice of the caller's
     /// arrays: it counts its slice, not the whole buffers it shares.
     fn len(&self) -> u64 {
-        let spanned = |t: &crate::value::Table| -> usize {
-            t.batches()
-                .iter()
-                .flat_map(|b| b.columns())
-                .map(|c| {
-                    let data = c.to_data();
-                    data.get_slice_memory_size()
-                        .unwrap_or_else(|_| c.get_array_memory_size())
-                })
-                .sum()
-        };
         let bytes = match self {
             Stored::Frame(f) => return f.len() as u64,
             Stored::Value(Value::Blob(b)) => b.len(),
-            Stored::Value(Value::Table(t)) => spanned(t),
+            Stored::Value(Value::Table(t)) => crate::value::spanned_bytes(t.batches()),
         };
         (frame::HEADER_LEN + bytes) as u64
     }

@@ -677,11 +677,10 @@ impl Library {
         let mut groups: Vec<&[TileJob<'_>]> = Vec::new();
         let (mut start, mut bytes) = (0, 0);
         for (i, job) in jobs.iter().enumerate() {
-            bytes += job
-                .batches
-                .iter()
-                .map(RecordBatch::get_array_memory_size)
-                .sum::<usize>()
+            // Segments are slices of the caller's arrays: count their rows,
+            // not the shared buffers (which made every tile a batch of its
+            // own: a commit and a sync per 8 MB tile).
+            bytes += crate::value::spanned_bytes(job.batches)
                 * (job.slice.1 - job.slice.0) as usize
                 / schema.fields().len().max(1);
             if bytes >= self.inner.options.batch_bytes {
