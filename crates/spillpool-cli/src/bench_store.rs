@@ -50,7 +50,7 @@ pub struct StoreBench {
     #[arg(long)]
     chart: Option<PathBuf>,
     /// Bytes of tiles per backend batch (one LMDB transaction each) for the large writes.
-    #[arg(long, default_value = "64MiB")]
+    #[arg(long, default_value = "8MiB")]
     batch_bytes: String,
 }
 

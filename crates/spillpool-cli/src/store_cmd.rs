@@ -17,7 +17,7 @@ pub struct StoreArgs {
     #[arg(long, default_value_t = 100_000)]
     rows_per_segment: usize,
     /// Tile bytes per backend batch (one LMDB transaction) for writes.
-    #[arg(long, default_value = "64MiB")]
+    #[arg(long, default_value = "8MiB")]
     batch_bytes: String,
     #[command(subcommand)]
     op: StoreOp,

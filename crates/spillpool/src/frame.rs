@@ -195,7 +195,11 @@ fn encode_table(table: &Table) -> Result<(Kind, MutableBuffer)> {
             reason: format!("arrow IPC options: {e}"),
         }
     })?;
-    let capacity = HEADER_LEN + table.size() + 4096;
+    // The rows' bytes, each buffer's padding to 64, and room for the
+    // metadata: a tile is a slice, and `Table::size` would count the whole
+    // arrays it shares (a 1 GB reservation for each 8 MB tile).
+    let buffers: usize = table.batches().iter().map(|b| 3 * b.num_columns()).sum();
+    let capacity = HEADER_LEN + crate::value::spanned_bytes(table.batches()) + 64 * buffers + 4096;
     let fresh = || {
         let mut buf = MutableBuffer::with_capacity(capacity);
         buf.extend_zeros(HEADER_LEN);

@@ -77,7 +77,14 @@ pub struct StoreOptions {
     /// Columns per slice (default 127).
     pub columns_per_segment: usize,
     /// Tile bytes stored per backend batch (one LMDB transaction, one
-    /// directory sync; default 64 MiB): larger batches sync less often.
+    /// directory sync; default 8 MiB, one tile of a 10-column float table).
+    ///
+    /// Larger batches sync less often, but LMDB allocates a transaction's
+    /// dirty pages with `malloc` and glibc hands a freed block back to the
+    /// kernel once more than twice its largest recent mmap'd block is free:
+    /// past ~16 MiB every commit faults and zeroes its pages afresh. Measured
+    /// on 1000 MB into LMDB on tmpfs: 1,717–2,095 MB/s at 8 MiB against
+    /// 1,140–1,765 at 64 MiB (and 1,389 vs 804–1,211 on disk).
     pub batch_bytes: usize,
 }
 
@@ -86,7 +93,7 @@ impl Default for StoreOptions {
         StoreOptions {
             rows_per_segment: 100_000,
             columns_per_segment: 127,
-            batch_bytes: 64 << 20,
+            batch_bytes: 8 << 20,
         }
     }
 }
