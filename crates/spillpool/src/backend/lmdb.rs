@@ -54,7 +54,10 @@ struct Shared {
 /// Writers are serialised by LMDB (across processes too); readers never
 /// block. `get` borrows the value from the map: the returned bytes keep a read
 /// transaction open until they are dropped, so drop them when done (a long
-/// read keeps old pages from being reused, and delays growing the map).
+/// read keeps old pages from being reused, and delays growing the map). The
+/// reads of one thread share that transaction while values borrowed from it
+/// are alive and nothing was committed since, so holding thousands of values
+/// takes one reader slot, not thousands.
 /// Values are stored with a small prefix that puts the frame's payload on a
 /// 64-byte boundary in the map, so tables decode without a copy.
 ///
