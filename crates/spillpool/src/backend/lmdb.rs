@@ -498,24 +498,17 @@ impl Backend for LmdbBackend {
         })
     }
 
+    /// One transaction for the batch: a [`Backend::publish_batch`] of claims without hints.
     fn put_new_batch(&self, items: Vec<(Key, Frame)>) -> Result<Vec<bool>> {
-        let keys: Vec<_> = items.iter().map(|(k, _)| self.lmdb_key(k)).collect();
-        let s = &self.shared;
-        self.write("put", |txn| {
-            let mut stored = Vec::with_capacity(items.len());
-            for ((key, frame), (lkey, long)) in items.iter().zip(&keys) {
-                let free = s
-                    .frames
-                    .remap_data_type::<DecodeIgnore>()
-                    .get(txn, lkey)?
-                    .is_none();
-                if free {
-                    put_padded(s, txn, lkey, long.then_some(key), frame)?;
-                }
-                stored.push(free);
-            }
-            Ok(stored)
-        })
+        let claims = items
+            .into_iter()
+            .map(|(key, frame)| Claim {
+                key,
+                frame,
+                hint: None,
+            })
+            .collect();
+        self.publish_batch(Vec::new(), claims)
     }
 
     /// One transaction: one sync for tiles, manifests and heads, and none of
