@@ -535,6 +535,34 @@ fn store_on_lmdb() {
     ));
 }
 
+/// Writes that outgrow LMDB's map grow it, also when they are new versions
+/// of a symbol (whose state the writer read first: nothing it read may still
+/// borrow the map when the map must move).
+#[test]
+fn store_on_lmdb_grows_its_map_while_writing_versions() {
+    let dir = tmp();
+    let uri = format!("lmdb://{}?sync=false&map_size=1MiB", dir.path().display());
+    let store = ok("open", Store::open(&uri));
+    let lib = ok("library", store.get_library("grow", true));
+    // ~1.6 MB (small writes: tiles and manifest in one transaction) and
+    // ~8 MB (tiles first, then the manifest) against a 1 MiB map.
+    for (version, rows) in [100_000usize, 100_000, 500_000, 500_000]
+        .into_iter()
+        .enumerate()
+    {
+        let col = || -> ArrayRef { Arc::new(Int64Array::from_iter_values(0..rows as i64)) };
+        let t = Table::from(
+            RecordBatch::try_from_iter([("a", col()), ("b", col())])
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        // Growth gives up (`TierFull`) after 3 s if values borrowed from
+        // the map are still alive; the writer's own reads must not be.
+        let info = ok("write", lib.write("t", &t));
+        assert_eq!(info.version, version as u64);
+        assert_eq!(ok("read", lib.read("t")).table.num_rows(), rows);
+    }
+}
+
 #[test]
 fn store_on_shm() {
     let ns = format!("test-store-{}", std::process::id());

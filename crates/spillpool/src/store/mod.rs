@@ -333,10 +333,6 @@ pub fn validate_symbol_name(name: &str) -> Result<()> {
 struct SymState {
     next: u64,
     live: Option<Manifest>,
-    /// The head frame as read. A read holds it to its end: on LMDB the
-    /// thread's read snapshot lives while a frame borrowed from it does, so
-    /// the read's other lookups share one transaction (7 % of a small read).
-    head: Option<Bytes>,
 }
 
 impl SymState {
@@ -714,6 +710,15 @@ impl Library {
     /// and deleted versions are skipped. Without a usable hint, probing
     /// starts at version 0.
     fn state(&self, symbol: &str) -> Result<SymState> {
+        self.state_and_head(symbol).map(|(state, _)| state)
+    }
+
+    /// [`Library::state`] and the head frame as read. A read holds the frame
+    /// to its end: on LMDB the thread's read snapshot lives while a frame
+    /// borrowed from it does, so the read's other lookups share one
+    /// transaction (7 % of a small read). Writers must not hold it: growing
+    /// the map waits for every borrowed frame of the process.
+    fn state_and_head(&self, symbol: &str) -> Result<(SymState, Option<Bytes>)> {
         let head = self.b().get(&names::head_key(&self.name, symbol)?)?;
         let hint = head.clone().and_then(|f| head_version(f, symbol));
         // Numbers are contiguous from 0 (deleted versions keep theirs as
@@ -735,11 +740,13 @@ impl Library {
             }
         }
         let Some(&(newest, _)) = known.last() else {
-            return Ok(SymState {
-                next: 0,
-                live: None,
+            return Ok((
+                SymState {
+                    next: 0,
+                    live: None,
+                },
                 head,
-            });
+            ));
         };
         let mut live = None;
         let mut n = newest;
@@ -763,11 +770,13 @@ impl Library {
             }
             n -= 1;
         }
-        Ok(SymState {
-            next: newest + 1,
-            live,
+        Ok((
+            SymState {
+                next: newest + 1,
+                live,
+            },
             head,
-        })
+        ))
     }
 
     /// Version numbers with a manifest (deleted ones included), ascending.
@@ -805,15 +814,15 @@ impl Library {
     /// version is [`Error::SymbolNotFound`].
     pub fn read_with(&self, symbol: &str, options: &ReadOptions) -> Result<Versioned> {
         names::validate("symbol", symbol)?;
-        let mut _head = None; // see `SymState::head`
+        let mut _head = None; // see `Library::state_and_head`
         let manifest = match options.as_of {
             Some(v) => self
                 .manifest(symbol, v)?
                 .filter(|m| !m.deleted)
                 .ok_or_else(|| self.not_found(symbol, Some(v)))?,
             None => {
-                let state = self.state(symbol)?;
-                _head = state.head;
+                let (state, head) = self.state_and_head(symbol)?;
+                _head = head;
                 state.live.ok_or_else(|| self.not_found(symbol, None))?
             }
         };
