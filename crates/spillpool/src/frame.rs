@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_buffer::{Buffer, MutableBuffer};
-use arrow_ipc::reader::{FileDecoder, StreamDecoder, read_footer_length};
+use arrow_ipc::reader::{StreamDecoder, read_footer_length};
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
 use arrow_ipc::{Block, MetadataVersion};
 use bytes::Bytes;
@@ -594,11 +594,13 @@ fn block_range(block: &Block, len: usize) -> Result<(usize, usize), String> {
     }
 }
 
-/// Checks that every buffer an IPC message (record batch or dictionary)
-/// declares lies inside its body, before arrow slices it: arrow-ipc panics
-/// on out-of-range buffers (found by the fuzz target), and a decoder that
-/// must never panic cannot rely on catching that.
-fn check_message_buffers(block_bytes: &[u8], meta_len: usize) -> Result<(), String> {
+/// Parses and verifies the IPC message of a block, and checks that every
+/// buffer it declares (record batch or dictionary) lies inside its body
+/// before arrow slices it: arrow-ipc panics on out-of-range buffers (found
+/// by the fuzz target), and a decoder that must never panic cannot rely on
+/// catching that. The verified message goes to arrow as it is, so each
+/// message is verified once (arrow's `FileDecoder` would verify it again).
+fn checked_message(block_bytes: &[u8], meta_len: usize) -> Result<arrow_ipc::Message<'_>, String> {
     let meta = block_bytes
         .get(..meta_len)
         .ok_or("metadata runs past the block")?;
@@ -640,7 +642,7 @@ fn check_message_buffers(block_bytes: &[u8], meta_len: usize) -> Result<(), Stri
             }
         }
     }
-    Ok(())
+    Ok(message)
 }
 
 /// Decodes an Arrow IPC file held in `buf` without copying its buffers.
@@ -667,22 +669,42 @@ pub(crate) fn decode_ipc_file_selected(
         .map_err(|e| format!("footer: {e}"))?;
     let fb_schema = footer.schema().ok_or("footer has no schema")?;
     let schema = Arc::new(arrow_ipc::convert::fb_to_schema(fb_schema));
-    let mut decoder = FileDecoder::new(Arc::clone(&schema), footer.version());
+    let version = footer.version();
     let mut out_schema = Arc::clone(&schema);
+    let mut projection = None;
     if let Some(names) = &selection.columns {
         let idx = names
             .iter()
             .map(|n| schema.index_of(n).map_err(|_| format!("no column {n:?}")))
             .collect::<Result<Vec<usize>, String>>()?;
         out_schema = Arc::new(schema.project(&idx).map_err(|e| e.to_string())?);
-        decoder = decoder.with_projection(idx);
+        projection = Some(idx);
     }
-    for block in footer.dictionaries().iter().flatten() {
-        let (offset, len) = block_range(block, n)?;
-        check_message_buffers(&buf[offset..offset + len], block.metaDataLength() as usize)?;
-        decoder
-            .read_dictionary(block, &buf.slice_with_length(offset, len))
-            .map_err(|e| e.to_string())?;
+    // The block at `offset` of `len` bytes: its verified message, and its body.
+    let block = |offset: usize, len: usize, meta: usize| -> Result<_, String> {
+        let message = checked_message(&buf[offset..offset + len], meta)?;
+        // As arrow's `FileDecoder`: V1 files left the footer's version unset.
+        if version != MetadataVersion::V1 && message.version() != version {
+            return Err("IPC message and file footer disagree on the metadata version".into());
+        }
+        let body = buf.slice_with_length(offset + meta, len - meta);
+        Ok((message, body))
+    };
+    let mut dictionaries = std::collections::HashMap::new();
+    for b in footer.dictionaries().iter().flatten() {
+        let (offset, len) = block_range(b, n)?;
+        let (message, body) = block(offset, len, b.metaDataLength() as usize)?;
+        let dictionary = message
+            .header_as_dictionary_batch()
+            .ok_or("a dictionary block holds no dictionary batch")?;
+        arrow_ipc::reader::read_dictionary(
+            &body,
+            dictionary,
+            &schema,
+            &mut dictionaries,
+            &message.version(),
+        )
+        .map_err(|e| e.to_string())?;
     }
     let mut batches: Vec<RecordBatch> = Vec::new();
     let blocks: Vec<&Block> = footer.recordBatches().iter().flatten().collect();
@@ -692,14 +714,28 @@ pub(crate) fn decode_ipc_file_selected(
             .ok_or_else(|| format!("batches {r:?} out of range (the file has {})", blocks.len()))?,
         None => &blocks[..],
     };
-    for &block in blocks {
-        let (offset, len) = block_range(block, n)?;
-        check_message_buffers(&buf[offset..offset + len], block.metaDataLength() as usize)?;
-        if let Some(batch) = decoder
-            .read_record_batch(block, &buf.slice_with_length(offset, len))
-            .map_err(|e| e.to_string())?
-        {
-            batches.push(batch);
+    for &b in blocks {
+        let (offset, len) = block_range(b, n)?;
+        let (message, body) = block(offset, len, b.metaDataLength() as usize)?;
+        match message.header_type() {
+            arrow_ipc::MessageHeader::RecordBatch => {
+                let batch = message
+                    .header_as_record_batch()
+                    .ok_or("unreadable record batch message")?;
+                batches.push(
+                    arrow_ipc::reader::read_record_batch(
+                        &body,
+                        batch,
+                        Arc::clone(&schema),
+                        &dictionaries,
+                        projection.as_deref(),
+                        &message.version(),
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
+            }
+            arrow_ipc::MessageHeader::NONE => {}
+            t => return Err(format!("expected a record batch, found {t:?}")),
         }
     }
     Table::try_new(out_schema, batches).map_err(|e| e.to_string())
