@@ -342,6 +342,41 @@ fn lmdb_reads_after_a_commit_see_it_while_older_borrows_keep_theirs() {
 }
 
 #[test]
+fn lmdb_reads_of_a_new_environment_never_use_an_old_ones_snapshot() {
+    // A value read from a closed handle keeps that environment's snapshot
+    // alive: the next environment opened (whose state may land at the same
+    // address) must be read through its own transaction, and reopening a
+    // path whose values are still held must work.
+    // Fresh directories (a new environment each time), then two reopened
+    // in turn while values read from them are still held.
+    let dirs: Vec<_> = (0..10).map(|_| tmp()).collect();
+    let mut held = Vec::new();
+    for round in 0..20u8 {
+        let dir = &dirs[if round < 10 {
+            round as usize
+        } else {
+            round as usize % 2
+        }];
+        let db = LmdbBackend::open(dir.path(), false, 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+        let k = key(&format!("k{round}"));
+        db.put_value(&k, &Value::from(vec![round; 100]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v = db
+            .fetch_value(&k)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(v.as_blob().map(|b| b[0]), Some(round));
+        held.push(v);
+        drop(db);
+    }
+    for (round, v) in held.iter().enumerate() {
+        assert_eq!(
+            v.as_blob().map(|b| b.to_vec()),
+            Some(vec![round as u8; 100])
+        );
+    }
+}
+
+#[test]
 fn lmdb_one_environment_per_path() {
     let dir = tmp();
     let uri = format!("lmdb://{}", dir.path().display());

@@ -336,13 +336,12 @@ impl LmdbBackend {
     /// therefore sees it, as with a transaction per read.
     fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let s = &self.shared;
-        let env: *const Shared = Arc::as_ptr(s);
         let cached = SNAPSHOTS.with_borrow_mut(|cache| {
             cache.retain(|w| w.strong_count() > 0);
             cache
                 .iter()
                 .filter_map(Weak::upgrade)
-                .find(|snap| std::ptr::eq(snap.env, env))
+                .find(|snap| Arc::ptr_eq(&snap.shared, s))
         });
         if let Some(snap) = cached
             && snap.txn.id() == s.env.info().last_txn_id
@@ -352,11 +351,11 @@ impl LmdbBackend {
         let (txn, gate) = self.read_txn()?;
         let snap = Arc::new(Snapshot {
             txn,
-            env,
+            shared: Arc::clone(s),
             _gate: gate,
         });
         SNAPSHOTS.with_borrow_mut(|cache| {
-            cache.retain(|w| w.upgrade().is_some_and(|old| !std::ptr::eq(old.env, env)));
+            cache.retain(|w| w.upgrade().is_some_and(|old| !Arc::ptr_eq(&old.shared, s)));
             cache.push(Arc::downgrade(&snap));
         });
         Ok(snap)
@@ -373,8 +372,9 @@ impl LmdbBackend {
 /// core, and a batch of more than `max_readers` symbols would have failed.
 struct Snapshot {
     txn: RoTxn<'static, WithoutTls>,
-    /// The environment it belongs to (the per-thread cache's key).
-    env: *const Shared,
+    /// The environment it belongs to (the per-thread cache's key). Held, so
+    /// that no other environment can take its address while it lives.
+    shared: Arc<Shared>,
     _gate: ArcRwLockReadGuard<RawRwLock, ()>,
 }
 
