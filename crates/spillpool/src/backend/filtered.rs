@@ -85,13 +85,17 @@ impl fmt::Debug for FilteredBackend {
 }
 
 impl FilteredBackend {
+    /// `frame` with this backend's filters applied (see [`frame::refilter`]).
+    fn refilter(&self, key: &Key, frame: Frame) -> Result<Frame> {
+        frame::refilter(frame, &self.filters, key, &Location::new(&*self.inner, key))
+    }
+
     fn refilter_all(&self, items: Vec<(Key, Frame)>) -> Result<Vec<(Key, Frame)>> {
         items
             .into_iter()
             .map(|(key, frame)| {
-                let location = Location::new(&*self.inner, &key);
-                let f = frame::refilter(frame, &self.filters, &key, &location)?;
-                Ok((key, f))
+                let frame = self.refilter(&key, frame)?;
+                Ok((key, frame))
             })
             .collect()
     }
@@ -99,15 +103,11 @@ impl FilteredBackend {
 
 impl Backend for FilteredBackend {
     fn put(&self, key: &Key, frame: Frame) -> Result<()> {
-        let location = Location::new(&*self.inner, key);
-        let filtered = frame::refilter(frame, &self.filters, key, &location)?;
-        self.inner.put(key, filtered)
+        self.inner.put(key, self.refilter(key, frame)?)
     }
 
     fn put_new(&self, key: &Key, frame: Frame) -> Result<bool> {
-        let location = Location::new(&*self.inner, key);
-        let filtered = frame::refilter(frame, &self.filters, key, &location)?;
-        self.inner.put_new(key, filtered)
+        self.inner.put_new(key, self.refilter(key, frame)?)
     }
 
     fn put_batch(&self, items: Vec<(Key, Frame)>) -> Result<()> {
@@ -122,28 +122,17 @@ impl Backend for FilteredBackend {
         let claims = claims
             .into_iter()
             .map(|c| {
-                let frame = frame::refilter(
-                    c.frame,
-                    &self.filters,
-                    &c.key,
-                    &Location::new(&*self.inner, &c.key),
-                )?;
                 let hint = match c.hint {
                     Some((k, f)) => {
-                        let f = frame::refilter(
-                            f,
-                            &self.filters,
-                            &k,
-                            &Location::new(&*self.inner, &k),
-                        )?;
+                        let f = self.refilter(&k, f)?;
                         Some((k, f))
                     }
                     None => None,
                 };
                 Ok(Claim {
-                    key: c.key,
-                    frame,
+                    frame: self.refilter(&c.key, c.frame)?,
                     hint,
+                    key: c.key,
                 })
             })
             .collect::<Result<_>>()?;

@@ -330,6 +330,48 @@ impl LmdbBackend {
         }
     }
 
+    /// Every write of this backend, in one write transaction: `plain` frames
+    /// stored, then each claim stored only if its key is free, with its hint.
+    fn commit(
+        &self,
+        op: &'static str,
+        plain: Vec<(Key, Frame)>,
+        claims: Vec<Claim>,
+    ) -> Result<Vec<bool>> {
+        let s = &self.shared;
+        let plain_keys: Vec<_> = plain.iter().map(|(k, _)| self.lmdb_key(k)).collect();
+        let claim_keys: Vec<_> = claims
+            .iter()
+            .map(|c| {
+                (
+                    self.lmdb_key(&c.key),
+                    c.hint.as_ref().map(|(k, _)| self.lmdb_key(k)),
+                )
+            })
+            .collect();
+        self.write(op, |txn| {
+            for ((key, frame), (lkey, long)) in plain.iter().zip(&plain_keys) {
+                put_padded(s, txn, lkey, long.then_some(key), frame)?;
+            }
+            let mut stored = Vec::with_capacity(claims.len());
+            for (claim, ((lkey, long), hint_key)) in claims.iter().zip(&claim_keys) {
+                let free = s
+                    .frames
+                    .remap_data_type::<DecodeIgnore>()
+                    .get(txn, lkey)?
+                    .is_none();
+                if free {
+                    put_padded(s, txn, lkey, long.then_some(&claim.key), &claim.frame)?;
+                    if let (Some((key, frame)), Some((hkey, hlong))) = (&claim.hint, hint_key) {
+                        put_padded(s, txn, hkey, hlong.then_some(key), frame)?;
+                    }
+                }
+                stored.push(free);
+            }
+            Ok(stored)
+        })
+    }
+
     /// This thread's snapshot of the newest commit: the cached one when it
     /// is still alive and nothing was committed since (any process), else a
     /// new read transaction. A read that starts after a commit returned
@@ -482,23 +524,15 @@ impl Backend for LmdbBackend {
     /// Check and put in one write transaction: LMDB serialises writers
     /// across processes, so nobody can store the key in between.
     fn put_new(&self, key: &Key, frame: Frame) -> Result<bool> {
-        let (lkey, long) = self.lmdb_key(key);
-        let long = long.then_some(key);
-        let s = &self.shared;
-        self.write("put", |txn| {
-            if s.frames
-                .remap_data_type::<DecodeIgnore>()
-                .get(txn, &lkey)?
-                .is_some()
-            {
-                return Ok(false);
-            }
-            put_padded(s, txn, &lkey, long, &frame)?;
-            Ok(true)
-        })
+        let claim = Claim {
+            key: key.clone(),
+            frame,
+            hint: None,
+        };
+        Ok(self.commit("put", Vec::new(), vec![claim])?.first() == Some(&true))
     }
 
-    /// One transaction for the batch: a [`Backend::publish_batch`] of claims without hints.
+    /// One transaction for the batch: claims without hints.
     fn put_new_batch(&self, items: Vec<(Key, Frame)>) -> Result<Vec<bool>> {
         let claims = items
             .into_iter()
@@ -508,56 +542,19 @@ impl Backend for LmdbBackend {
                 hint: None,
             })
             .collect();
-        self.publish_batch(Vec::new(), claims)
+        self.commit("put", Vec::new(), claims)
     }
 
     /// One transaction: one sync for tiles, manifests and heads, and none of
     /// them visible unless all are (a batch of small symbols was three
     /// durable commits).
     fn publish_batch(&self, plain: Vec<(Key, Frame)>, claims: Vec<Claim>) -> Result<Vec<bool>> {
-        let s = &self.shared;
-        let plain_keys: Vec<_> = plain.iter().map(|(k, _)| self.lmdb_key(k)).collect();
-        let claim_keys: Vec<_> = claims
-            .iter()
-            .map(|c| {
-                (
-                    self.lmdb_key(&c.key),
-                    c.hint.as_ref().map(|(k, _)| self.lmdb_key(k)),
-                )
-            })
-            .collect();
-        self.write("publish", |txn| {
-            for ((key, frame), (lkey, long)) in plain.iter().zip(&plain_keys) {
-                put_padded(s, txn, lkey, long.then_some(key), frame)?;
-            }
-            let mut stored = Vec::with_capacity(claims.len());
-            for (claim, ((lkey, long), hint_key)) in claims.iter().zip(&claim_keys) {
-                let free = s
-                    .frames
-                    .remap_data_type::<DecodeIgnore>()
-                    .get(txn, lkey)?
-                    .is_none();
-                if free {
-                    put_padded(s, txn, lkey, long.then_some(&claim.key), &claim.frame)?;
-                    if let (Some((key, frame)), Some((hkey, hlong))) = (&claim.hint, hint_key) {
-                        put_padded(s, txn, hkey, hlong.then_some(key), frame)?;
-                    }
-                }
-                stored.push(free);
-            }
-            Ok(stored)
-        })
+        self.commit("publish", plain, claims)
     }
 
     /// One transaction (and one sync) for the whole batch.
     fn put_batch(&self, items: Vec<(Key, Frame)>) -> Result<()> {
-        let keys: Vec<_> = items.iter().map(|(k, _)| self.lmdb_key(k)).collect();
-        self.write("put", |txn| {
-            for ((key, frame), (lkey, long)) in items.iter().zip(&keys) {
-                put_padded(&self.shared, txn, lkey, long.then_some(key), frame)?;
-            }
-            Ok(())
-        })
+        self.commit("put", items, Vec::new()).map(drop)
     }
 
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {
