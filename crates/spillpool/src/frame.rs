@@ -617,7 +617,7 @@ fn checked_message(block_bytes: &[u8], meta_len: usize) -> Result<arrow_ipc::Mes
     let fb = meta
         .get(start..start.saturating_add(len))
         .ok_or("message runs past its metadata")?;
-    let message = arrow_ipc::root_as_message(fb).map_err(|e| format!("message: {e}"))?;
+    let message = crate::verified::message(fb)?;
     let batch = match message.header_type() {
         arrow_ipc::MessageHeader::RecordBatch => message.header_as_record_batch(),
         arrow_ipc::MessageHeader::DictionaryBatch => {
@@ -665,10 +665,7 @@ pub(crate) fn decode_ipc_file_selected(
     let footer_start = (n - 10)
         .checked_sub(footer_len)
         .ok_or_else(|| format!("footer of {footer_len} bytes exceeds the payload"))?;
-    let footer = arrow_ipc::root_as_footer(&buf[footer_start..n - 10])
-        .map_err(|e| format!("footer: {e}"))?;
-    let fb_schema = footer.schema().ok_or("footer has no schema")?;
-    let schema = Arc::new(arrow_ipc::convert::fb_to_schema(fb_schema));
+    let (footer, schema) = crate::verified::footer(&buf[footer_start..n - 10])?;
     let version = footer.version();
     let mut out_schema = Arc::clone(&schema);
     let mut projection = None;

@@ -48,10 +48,11 @@ mod size;
 pub mod store;
 mod uri;
 mod value;
+mod verified;
 
 pub use backend::{
-    Backend, BackendExt, Claim, FileBackend, FilteredBackend, LmdbBackend, MemBackend, ShmBackend,
-    Usage, open,
+    Backend, BackendExt, Claim, FileBackend, FilteredBackend, Last, LmdbBackend, MemBackend,
+    ShmBackend, Usage, open,
 };
 pub use error::{Error, Result};
 pub use key::{Key, MAX_KEY_LEN};

@@ -76,6 +76,25 @@ fn lmdb_conforms() {
     conformance::run_all(&*open(&format!("lmdb://{}", dir.path().display())), "c/");
 }
 
+/// The ordered backends answer `last_under` exactly (the store's newest
+/// version in one search), also through filters; the others may decline.
+#[test]
+fn ordered_backends_find_the_last_key_under_a_prefix() {
+    let dir = tmp();
+    let lmdb = format!("lmdb://{}", dir.path().display());
+    let filtered = format!("lmdb://{}/f?compression=zstd", dir.path().display());
+    let questions = 11;
+    for uri in ["mem://", lmdb.as_str(), filtered.as_str()] {
+        let b = open(uri);
+        // All but the one after too many other keys under the prefix.
+        let exact = conformance::check_last_under(&*b, "last/");
+        assert_eq!(exact, questions - 1, "{uri}: exact answers");
+    }
+    let files = tmp();
+    let file = open(&format!("file://{}", files.path().display()));
+    conformance::check_last_under(&*file, "last/");
+}
+
 #[test]
 fn shm_conforms() {
     let ns = Ns::new("conf");

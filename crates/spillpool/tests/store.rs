@@ -58,6 +58,7 @@ fn suite(store: &Store) {
     conditional_writes(store);
     same_symbol_races(store);
     batches(store);
+    whatever_the_head_says(store);
     let report = ok("check", store.check(&CheckOptions::default()));
     assert!(
         report.is_clean() && report.orphans.is_empty(),
@@ -506,6 +507,80 @@ fn batches(store: &Store) {
         .write_batch(&[("x", &tables[0].1), ("x", &tables[1].1)])
         .err();
     assert!(matches!(dup, Some(Error::InvalidValue { .. })), "{dup:?}");
+}
+
+/// The head is a hint: a read finds the newest live version, and a write
+/// the next number, when the head lags (a writer died before updating it),
+/// names a version that does not exist, is damaged or is gone.
+fn whatever_the_head_says(store: &Store) {
+    let what = store.uri().to_string();
+    let lib = ok("library", store.get_library("heads", true));
+    for seed in 0..3 {
+        ok("write", lib.write("s", &numbers(5 + seed as usize, seed)));
+    }
+    let head = ok("key", Key::new("store/head/heads/s"));
+    let b = store.backend();
+    let hint = |v: u64| {
+        ok(
+            "frame",
+            spillpool::frame::encode(&Value::from(v.to_le_bytes().to_vec())),
+        )
+    };
+    let heads: Vec<(&str, Option<spillpool::frame::Frame>)> = vec![
+        ("lagging", Some(hint(0))),
+        ("ahead", Some(hint(7))),
+        (
+            "damaged",
+            Some(ok(
+                "frame",
+                spillpool::frame::encode(&Value::from(b"???".to_vec())),
+            )),
+        ),
+        ("gone", None),
+    ];
+    let mut next = 3;
+    for (case, frame) in heads {
+        match frame {
+            Some(f) => ok("put head", b.put(&head, f)),
+            None => {
+                ok("delete head", b.delete(&head));
+            }
+        }
+        let newest = ok("read", lib.read("s"));
+        assert_eq!(newest.info.version, next - 1, "{what}: head {case}: read");
+        assert_eq!(
+            one_batch(&newest.table),
+            one_batch(&numbers(
+                5 + (next as usize - 1).min(2),
+                (next as i64 - 1).min(2)
+            )),
+            "{what}: head {case}: data"
+        );
+        // The next write gets the next number, whatever the head said;
+        // writing the same data keeps the expected table simple.
+        let last = one_batch(&newest.table);
+        let info = ok("write", lib.write("s", &Table::from(last)));
+        assert_eq!(info.version, next, "{what}: head {case}: write");
+        next += 1;
+        // Put the head back in the case's state for the deleted-newest check.
+        if case == "lagging" {
+            ok("put head", b.put(&head, hint(0)));
+            ok(
+                "delete version",
+                lib.delete_version("s", next - 1).map(|_| ()),
+            );
+            let live = ok("read", lib.read("s"));
+            assert_eq!(
+                live.info.version,
+                next - 2,
+                "{what}: newest deleted, head lagging"
+            );
+            let info = ok("write", lib.write("s", &live.table));
+            assert_eq!(info.version, next, "{what}: numbers are never reused");
+            next += 1;
+        }
+    }
+    ok("delete", lib.delete("s"));
 }
 
 fn tmp() -> tempfile::TempDir {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Backend, Claim, Location, Usage};
+use super::{Backend, Claim, Last, Location, Usage};
 use crate::error::Result;
 use crate::filter::{DecodeLimits, Filters};
 use crate::frame::{self, Frame};
@@ -90,6 +90,16 @@ impl FilteredBackend {
         frame::refilter(frame, &self.filters, key, &Location::new(&*self.inner, key))
     }
 
+    /// A stored frame (if any) with this backend's filters undone.
+    fn unfilter(&self, stored: Option<Bytes>, key: &Key) -> Result<Option<Bytes>> {
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let location = Location::new(&*self.inner, key);
+        let key_ref = self.filters.key().map(|k| &**k);
+        frame::unfilter(stored, key, &location, key_ref, self.limits).map(Some)
+    }
+
     fn refilter_all(&self, items: Vec<(Key, Frame)>) -> Result<Vec<(Key, Frame)>> {
         items
             .into_iter()
@@ -140,14 +150,22 @@ impl Backend for FilteredBackend {
     }
 
     fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        match self.inner.get(key)? {
-            Some(stored) => {
-                let location = Location::new(&*self.inner, key);
-                let key_ref = self.filters.key().map(|k| &**k);
-                frame::unfilter(stored, key, &location, key_ref, self.limits).map(Some)
-            }
-            None => Ok(None),
-        }
+        self.unfilter(self.inner.get(key)?, key)
+    }
+
+    fn get_pair(&self, first: &Key, second: &Key) -> Result<(Option<Bytes>, Option<Bytes>)> {
+        let (a, b) = self.inner.get_pair(first, second)?;
+        Ok((self.unfilter(a, first)?, self.unfilter(b, second)?))
+    }
+
+    fn last_under(&self, prefix: &str, len: usize) -> Result<Last> {
+        Ok(match self.inner.last_under(prefix, len)? {
+            Last::Found(key, stored) => match self.unfilter(Some(stored), &key)? {
+                Some(frame) => Last::Found(key, frame),
+                None => Last::Nothing,
+            },
+            other => other,
+        })
     }
 
     fn delete(&self, key: &Key) -> Result<bool> {

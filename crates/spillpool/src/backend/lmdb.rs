@@ -1,8 +1,10 @@
 //! `lmdb://`: an LMDB environment (through heed), shared by many processes.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
@@ -14,7 +16,7 @@ use parking_lot::{Mutex, RawRwLock, RwLock, lock_api::ArcRwLockReadGuard};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::dir::create_private_dir;
-use super::{Backend, Claim, Usage};
+use super::{Backend, Claim, LAST_UNDER_STEPS, Last, Usage};
 use crate::error::{Error, Result};
 use crate::frame::Frame;
 use crate::key::Key;
@@ -248,14 +250,26 @@ impl LmdbBackend {
 
     /// The LMDB key for `key`: itself, or `\0` + a 128-bit hash when too long
     /// for LMDB (a valid key never holds NUL, so the two cannot collide).
-    fn lmdb_key(&self, key: &Key) -> (Vec<u8>, bool) {
+    /// A key as stored (unhashed), checked: the file may have been damaged.
+    fn stored_key(&self, raw: &[u8]) -> Result<Key> {
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|k| Key::new(k).ok())
+            .ok_or_else(|| Error::Corrupt {
+                key: String::from_utf8_lossy(raw).chars().take(200).collect(),
+                location: self.uri.clone(),
+                reason: "stored key is not a valid key".into(),
+            })
+    }
+
+    fn lmdb_key<'k>(&self, key: &'k Key) -> (Cow<'k, [u8]>, bool) {
         let raw = key.as_str().as_bytes();
         if raw.len() <= self.shared.env.max_key_size() {
-            (raw.to_vec(), false)
+            (Cow::Borrowed(raw), false)
         } else {
             let mut k = vec![0u8];
             k.extend_from_slice(&xxh3_128(raw).to_le_bytes());
-            (k, true)
+            (Cow::Owned(k), true)
         }
     }
 
@@ -443,6 +457,18 @@ struct Borrowed {
     _snapshot: Arc<Snapshot>,
 }
 
+impl Borrowed {
+    /// The frame in `value`, a value read through `snapshot`'s transaction.
+    fn frame(snapshot: &Arc<Snapshot>, value: &[u8]) -> Bytes {
+        let frame = unpad(value);
+        Bytes::from_owner(Borrowed {
+            ptr: frame.as_ptr(),
+            len: frame.len(),
+            _snapshot: Arc::clone(snapshot),
+        })
+    }
+}
+
 // SAFETY: the pointed-to bytes are immutable while the snapshot lives, and
 // the snapshot may move between threads (see `Snapshot`).
 unsafe impl Send for Borrowed {}
@@ -564,18 +590,70 @@ impl Backend for LmdbBackend {
             .shared
             .frames
             .get(&snapshot.txn, &lkey)
-            .map_err(lmdb_err(&self.shared.path, "get"))?
-            .map(|v| {
-                let frame = unpad(v);
-                (frame.as_ptr(), frame.len())
-            });
-        Ok(found.map(|(ptr, len)| {
-            Bytes::from_owner(Borrowed {
-                ptr,
-                len,
-                _snapshot: snapshot,
-            })
-        }))
+            .map_err(lmdb_err(&self.shared.path, "get"))?;
+        Ok(found.map(|v| Borrowed::frame(&snapshot, v)))
+    }
+
+    fn get_pair(&self, first: &Key, second: &Key) -> Result<(Option<Bytes>, Option<Bytes>)> {
+        let (lfirst, long_first) = self.lmdb_key(first);
+        let (lsecond, long_second) = self.lmdb_key(second);
+        // Hashed long keys are not in order.
+        if long_first || long_second || lsecond <= lfirst {
+            return Ok((self.get(first)?, self.get(second)?));
+        }
+        let snapshot = self.snapshot()?;
+        let s = &self.shared;
+        let err = || lmdb_err(&s.path, "get");
+        let bounds = (Bound::Included(&lfirst[..]), Bound::Included(&lsecond[..]));
+        let (mut a, mut b) = (None, None);
+        let mut stepped = 0;
+        for entry in s.frames.range(&snapshot.txn, &bounds).map_err(err())? {
+            let (k, v) = entry.map_err(err())?;
+            if k == &lfirst[..] {
+                a = Some(Borrowed::frame(&snapshot, v));
+            } else if k == &lsecond[..] {
+                b = Some(Borrowed::frame(&snapshot, v));
+                break;
+            } else {
+                // Keys between them: search for `second` after all.
+                stepped += 1;
+                if stepped > 1 {
+                    return Ok((a, self.get(second)?));
+                }
+            }
+        }
+        Ok((a, b))
+    }
+
+    fn last_under(&self, prefix: &str, len: usize) -> Result<Last> {
+        // Longer keys are stored hashed, out of order; an empty prefix
+        // would take in the hashed keys too.
+        if len > self.shared.env.max_key_size() || prefix.is_empty() {
+            return Ok(Last::Unknown);
+        }
+        let snapshot = self.snapshot()?;
+        let s = &self.shared;
+        let err = || lmdb_err(&s.path, "last_under");
+        let found = {
+            let under = s
+                .frames
+                .rev_prefix_iter(&snapshot.txn, prefix.as_bytes())
+                .map_err(err())?;
+            let mut found = Last::Nothing;
+            for (step, entry) in under.enumerate() {
+                let (k, v) = entry.map_err(err())?;
+                if k.len() == len {
+                    found = Last::Found(self.stored_key(k)?, Borrowed::frame(&snapshot, v));
+                    break;
+                }
+                if step >= LAST_UNDER_STEPS {
+                    found = Last::Unknown;
+                    break;
+                }
+            }
+            found
+        };
+        Ok(found)
     }
 
     fn delete(&self, key: &Key) -> Result<bool> {
@@ -594,16 +672,6 @@ impl Backend for LmdbBackend {
         let err = |op| lmdb_err(&s.path, op);
         let (txn, _gate) = self.read_txn()?;
         let mut keys = Vec::new();
-        let to_key = |raw: &[u8]| {
-            std::str::from_utf8(raw)
-                .ok()
-                .and_then(|k| Key::new(k).ok())
-                .ok_or_else(|| Error::Corrupt {
-                    key: String::from_utf8_lossy(raw).chars().take(200).collect(),
-                    location: self.uri.clone(),
-                    reason: "stored key is not a valid key".into(),
-                })
-        };
         // LMDB cannot position a cursor on an empty key: no prefix means every key.
         let entries: Box<dyn Iterator<Item = heed::Result<(&[u8], ())>>> = if prefix.is_empty() {
             Box::new(
@@ -623,12 +691,12 @@ impl Backend for LmdbBackend {
         for entry in entries {
             let (raw, ()) = entry.map_err(err("list"))?;
             if raw.first() != Some(&0) {
-                keys.push(to_key(raw)?);
+                keys.push(self.stored_key(raw)?);
             }
         }
         for entry in s.long_keys.iter(&txn).map_err(err("list"))? {
             let (_, full) = entry.map_err(err("list"))?;
-            let key = to_key(full)?;
+            let key = self.stored_key(full)?;
             if key.as_str().starts_with(prefix) {
                 keys.push(key);
             }

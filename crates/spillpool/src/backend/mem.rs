@@ -2,12 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Bound;
 use std::sync::{Arc, LazyLock, Weak};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use super::{Backend, Usage};
+use super::{Backend, LAST_UNDER_STEPS, Last, Usage};
 use crate::error::Result;
 use crate::frame::{self, Frame};
 use crate::key::Key;
@@ -147,6 +148,42 @@ impl Backend for MemBackend {
             Some(Stored::Frame(f)) => Ok(Some(f)),
             Some(Stored::Value(v)) => Ok(Some(frame::encode(&v)?.to_bytes())),
         }
+    }
+
+    fn last_under(&self, prefix: &str, len: usize) -> Result<Last> {
+        // Every key that starts with `prefix` sorts before `prefix` + the
+        // greatest char, except those that continue with that char.
+        let mut end = String::with_capacity(prefix.len() + 4);
+        end.push_str(prefix);
+        end.push(char::MAX);
+        let found = {
+            let map = self.map.read();
+            let beyond = map
+                .range::<str, _>((Bound::Included(end.as_str()), Bound::Unbounded))
+                .next();
+            if beyond.is_some_and(|(k, _)| k.as_str().starts_with(prefix)) {
+                return Ok(Last::Unknown);
+            }
+            let mut under = map
+                .range::<str, _>((Bound::Included(prefix), Bound::Excluded(end.as_str())))
+                .rev();
+            let mut found = None;
+            for (k, v) in under.by_ref().take(LAST_UNDER_STEPS + 1) {
+                if k.as_str().len() == len {
+                    found = Some((k.clone(), v.clone()));
+                    break;
+                }
+            }
+            if found.is_none() && under.next().is_some() {
+                return Ok(Last::Unknown);
+            }
+            found
+        };
+        Ok(match found {
+            None => Last::Nothing,
+            Some((key, Stored::Frame(f))) => Last::Found(key, f),
+            Some((key, Stored::Value(v))) => Last::Found(key, frame::encode(&v)?.to_bytes()),
+        })
     }
 
     fn put_value(&self, key: &Key, value: &Value) -> Result<()> {

@@ -29,6 +29,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rayon::prelude::*;
 
+/// Keys other than the wanted length that an ordered backend steps over
+/// in [`Backend::last_under`] before it answers [`Last::Unknown`].
+pub(crate) const LAST_UNDER_STEPS: usize = 8;
+
 pub use faulty::{FaultOp, FaultPlan, FaultyBackend};
 pub use file::FileBackend;
 pub use filtered::FilteredBackend;
@@ -53,6 +57,18 @@ pub struct Claim {
     pub frame: Frame,
     /// Stored (replacing) when the claim is: an advisory pointer to it.
     pub hint: Option<(Key, Frame)>,
+}
+
+/// What [`Backend::last_under`] found.
+#[derive(Debug, Clone)]
+pub enum Last {
+    /// The backend cannot find it in one search (its keys are not kept in
+    /// order, or not those): the caller finds the key another way.
+    Unknown,
+    /// No key of that length starts with the prefix.
+    Nothing,
+    /// The greatest such key, and its frame.
+    Found(Key, Bytes),
 }
 
 /// How much a backend holds.
@@ -158,6 +174,50 @@ pub trait Backend: Debug + Display + Send + Sync + 'static {
     /// for as long as they (or anything sliced from them) are alive, whatever
     /// happens to the key afterwards.
     fn get(&self, key: &Key) -> Result<Option<Bytes>>;
+
+    /// Reads `first` and `second`, a key that sorts after it: the same
+    /// answers as two [`Backend::get`]s. A backend that keeps its keys in
+    /// order (LMDB) finds `second` by stepping on from `first` when at most
+    /// one key lies between them, which saves a search when the store reads
+    /// a version and probes for the next.
+    ///
+    /// ```
+    /// use spillpool::{open, Key, frame};
+    /// let b = open("mem://").unwrap();
+    /// let k = |s: &str| Key::new(s).unwrap();
+    /// b.put(&k("v/1"), frame::encode(&vec![1].into()).unwrap()).unwrap();
+    /// let (one, two) = b.get_pair(&k("v/1"), &k("v/2")).unwrap();
+    /// assert!(one.is_some() && two.is_none());
+    /// ```
+    fn get_pair(&self, first: &Key, second: &Key) -> Result<(Option<Bytes>, Option<Bytes>)> {
+        Ok((self.get(first)?, self.get(second)?))
+    }
+
+    /// The greatest key of `len` bytes that starts with `prefix`, and its
+    /// frame, found in one search of an ordered index (the newest of a
+    /// symbol's versions, whose numbers have a fixed width).
+    ///
+    /// Backends that do not keep their keys in order answer
+    /// [`Last::Unknown`] (the default), as may one that finds too many other
+    /// keys under the prefix before a match. `Found` and `Nothing` are exact
+    /// for one moment of the backend (an LMDB read snapshot).
+    ///
+    /// ```
+    /// use spillpool::{open, Key, frame};
+    /// use spillpool::Last;
+    /// let b = open("mem://").unwrap();
+    /// for v in ["v/07", "v/10", "v/09"] {
+    ///     b.put(&Key::new(v).unwrap(), frame::encode(&vec![1].into()).unwrap()).unwrap();
+    /// }
+    /// match b.last_under("v/", 4).unwrap() {
+    ///     Last::Found(key, _) => assert_eq!(key.as_str(), "v/10"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    fn last_under(&self, prefix: &str, len: usize) -> Result<Last> {
+        let _ = (prefix, len);
+        Ok(Last::Unknown)
+    }
 
     /// Removes `key`; returns whether it existed. Readers holding its frame keep it.
     fn delete(&self, key: &Key) -> Result<bool>;

@@ -59,7 +59,7 @@ pub use check::{CheckOptions, CheckReport, Orphan};
 use manifest::{Manifest, Segment};
 pub use names::MAX_NAME_LEN;
 
-use crate::backend::{Backend, Claim, Location, encode_values, open};
+use crate::backend::{Backend, Claim, Last, Location, encode_values, open};
 use crate::error::{Error, Result, printable};
 use crate::formats::Selection;
 use crate::frame::{self, Frame};
@@ -719,6 +719,42 @@ impl Library {
     /// transaction (7 % of a small read). Writers must not hold it: growing
     /// the map waits for every borrowed frame of the process.
     fn state_and_head(&self, symbol: &str) -> Result<(SymState, Option<Bytes>)> {
+        // An ordered backend finds the newest manifest in one search.
+        let prefix = names::versions_prefix(&self.name, Some(symbol));
+        match self
+            .b()
+            .last_under(&prefix, prefix.len() + names::VERSION_DIGITS)?
+        {
+            Last::Nothing => {
+                return Ok((
+                    SymState {
+                        next: 0,
+                        live: None,
+                    },
+                    None,
+                ));
+            }
+            Last::Found(key, frame) => {
+                if let Some(newest) = key
+                    .as_str()
+                    .strip_prefix(prefix.as_str())
+                    .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|digits| digits.parse::<u64>().ok())
+                {
+                    let m = self.parse_manifest(&key, frame.clone())?;
+                    let live = self.newest_live(symbol, newest, vec![(newest, Some(m))])?;
+                    let next = newest.checked_add(1).ok_or_else(|| {
+                        Error::corrupt(
+                            &key,
+                            &Location::new(self.b(), &key),
+                            "version number overflows",
+                        )
+                    })?;
+                    return Ok((SymState { next, live }, Some(frame)));
+                }
+            }
+            Last::Unknown => {}
+        }
         let head = self.b().get(&names::head_key(&self.name, symbol)?)?;
         let hint = head.clone().and_then(|f| head_version(f, symbol));
         // Numbers are contiguous from 0 (deleted versions keep theirs as
@@ -726,17 +762,21 @@ impl Library {
         // probing forward from the hint, or from 0 without one, finds the
         // newest without listing.
         let mut n = hint.unwrap_or(0);
-        let mut first = self.manifest(symbol, n)?;
+        let (mut first, mut next) = self.manifest_and_next(symbol, n)?;
         if first.is_none() && n != 0 {
             n = 0;
-            first = self.manifest(symbol, 0)?;
+            (first, next) = self.manifest_and_next(symbol, 0)?;
         }
         let mut known: Vec<(u64, Option<Manifest>)> = Vec::new();
         if let Some(m) = first {
             known.push((n, Some(m)));
-            while let Some(m) = self.manifest(symbol, n + 1)? {
+            while let Some(m) = next {
                 n += 1;
                 known.push((n, Some(m)));
+                next = match n.checked_add(1) {
+                    Some(v) => self.manifest(symbol, v)?,
+                    None => None,
+                };
             }
         }
         let Some(&(newest, _)) = known.last() else {
@@ -748,6 +788,24 @@ impl Library {
                 head,
             ));
         };
+        let live = self.newest_live(symbol, newest, known)?;
+        Ok((
+            SymState {
+                next: newest + 1,
+                live,
+            },
+            head,
+        ))
+    }
+
+    /// The newest version at or below `newest` that is not deleted, given
+    /// the manifests already read.
+    fn newest_live(
+        &self,
+        symbol: &str,
+        newest: u64,
+        mut known: Vec<(u64, Option<Manifest>)>,
+    ) -> Result<Option<Manifest>> {
         let mut live = None;
         let mut n = newest;
         loop {
@@ -770,13 +828,7 @@ impl Library {
             }
             n -= 1;
         }
-        Ok((
-            SymState {
-                next: newest + 1,
-                live,
-            },
-            head,
-        ))
+        Ok(live)
     }
 
     /// Version numbers with a manifest (deleted ones included), ascending.
@@ -792,15 +844,37 @@ impl Library {
 
     fn manifest(&self, symbol: &str, version: u64) -> Result<Option<Manifest>> {
         let key = names::version_key(&self.name, symbol, version)?;
-        let Some(frame) = self.b().get(&key)? else {
-            return Ok(None);
+        let frame = self.b().get(&key)?;
+        frame.map(|f| self.parse_manifest(&key, f)).transpose()
+    }
+
+    /// Manifests `version` and `version + 1`, found in one search where the
+    /// backend can ([`Backend::get_pair`]): a read probes for a newer version
+    /// than the head names.
+    fn manifest_and_next(
+        &self,
+        symbol: &str,
+        version: u64,
+    ) -> Result<(Option<Manifest>, Option<Manifest>)> {
+        let Some(next) = version.checked_add(1) else {
+            return Ok((self.manifest(symbol, version)?, None));
         };
-        let location = Location::new(self.b(), &key);
-        let value = frame::decode(frame, &key, &location)?;
+        let key = names::version_key(&self.name, symbol, version)?;
+        let next_key = names::version_key(&self.name, symbol, next)?;
+        let (a, b) = self.b().get_pair(&key, &next_key)?;
+        Ok((
+            a.map(|f| self.parse_manifest(&key, f)).transpose()?,
+            b.map(|f| self.parse_manifest(&next_key, f)).transpose()?,
+        ))
+    }
+
+    fn parse_manifest(&self, key: &Key, frame: Bytes) -> Result<Manifest> {
+        let location = Location::new(self.b(), key);
+        let value = frame::decode(frame, key, &location)?;
         let bytes = value
             .as_blob()
-            .ok_or_else(|| Error::corrupt(&key, &location, "a manifest must be a blob"))?;
-        Manifest::from_bytes(bytes, &key, &location).map(Some)
+            .ok_or_else(|| Error::corrupt(key, &location, "a manifest must be a blob"))?;
+        Manifest::from_bytes(bytes, key, &location)
     }
 
     /// Reads the latest version of `symbol`.

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `store/lib/LIB` | the library's marker |
 //! | `store/ver/LIB/SYMBOL/VERSION` | a version's manifest (VERSION: 20 digits, so keys sort by version) |
-//! | `store/head/LIB/SYMBOL` | a copy of the newest manifest: a hint that saves a listing |
+//! | `store/head/LIB/SYMBOL` | the newest version number (8 bytes): a hint for backends whose keys are not in order |
 //! | `store/tile/LIB/SYMBOL/WRITE/SEG.SLICE` | one tile: row segment SEG, column slice SLICE of write WRITE |
 
 use crate::error::{Error, Result, printable};
@@ -58,8 +58,11 @@ fn key(parts: &[&str]) -> Result<Key> {
     Key::from_string(s)
 }
 
+/// Digits of a version number in its key.
+pub(crate) const VERSION_DIGITS: usize = 20;
+
 /// `n` as 20 zero-padded digits (every u64 fits), so keys sort by number.
-fn digits20(mut n: u64, out: &mut [u8; 20]) -> &str {
+fn digits20(mut n: u64, out: &mut [u8; VERSION_DIGITS]) -> &str {
     for d in out.iter_mut().rev() {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
