@@ -559,7 +559,6 @@ pub fn run_all_expecting(b: &dyn Backend, prefix: &str, expect: Expect) {
     check_put_new(b, &format!("{prefix}put-new/"));
     check_put_batch(b, &format!("{prefix}put-batch/"));
     check_publish_batch(b, &format!("{prefix}publish/"));
-    check_get_pair(b, &format!("{prefix}pair/"));
     check_last_under(b, &format!("{prefix}last/"));
     check_corruption(b, &format!("{prefix}corruption/"));
 }
@@ -653,78 +652,6 @@ pub fn check_put_batch(b: &dyn Backend, prefix: &str) {
     );
     let new = ok(b, "get", b.fetch_value(&key(&format!("{prefix}new"))));
     assert_eq!(new.as_blob(), Some(&pattern(777, 9)), "{b}");
-}
-
-/// `get_pair` answers as two `get`s: either key present or absent, keys
-/// adjacent or with others between them, the second before the first, the
-/// same key twice, keys too long for an ordered index.
-pub fn check_get_pair(b: &dyn Backend, prefix: &str) {
-    let k = |s: &str| key(&format!("{prefix}{s}"));
-    let put = |name: &str, seed: u64| {
-        ok(
-            b,
-            "put",
-            b.put_value(&k(name), &Value::Blob(pattern(200, seed))),
-        );
-    };
-    // Versions as the store names them, plus keys that sort between some.
-    for (i, name) in ["v/01", "v/02", "v/04", "v/05", "v/06", "v/08"]
-        .iter()
-        .enumerate()
-    {
-        put(name, i as u64);
-    }
-    put("v/04/x", 40);
-    put("v/06/x", 60);
-    put("v/06/y", 61);
-    let long = "L".repeat(700);
-    put(&format!("{long}/1"), 70);
-    let blob = |frame: Option<bytes::Bytes>, name: &str| {
-        frame.map(|f| {
-            let v = ok(b, "decode", frame::decode(f, &k(name), "get_pair"));
-            v.as_blob()
-                .cloned()
-                .unwrap_or_else(|| panic!("{b}: {name}: not a blob"))
-        })
-    };
-    let pairs = [
-        ("v/01", "v/02"),
-        ("v/02", "v/03"),
-        ("v/03", "v/04"),
-        ("v/00", "v/03"),
-        ("v/04", "v/05"),
-        ("v/05", "v/06"),
-        ("v/06", "v/07"),
-        ("v/06", "v/08"),
-        ("v/08", "v/09"),
-        ("v/05", "v/01"),
-        ("v/02", "v/02"),
-        ("v/08", "w"),
-        (&format!("{long}/1"), &format!("{long}/2")),
-        ("v/01", &format!("{long}/1")),
-    ];
-    for (first, second) in pairs {
-        let (a, c) = ok(b, "get_pair", b.get_pair(&k(first), &k(second)));
-        let want =
-            |name: &str| ok(b, "get", b.get_value(&k(name))).and_then(|v| v.as_blob().cloned());
-        assert_eq!(
-            blob(a, first),
-            want(first),
-            "{b}: get_pair({first}, {second}): first"
-        );
-        assert_eq!(
-            blob(c, second),
-            want(second),
-            "{b}: get_pair({first}, {second}): second"
-        );
-    }
-    let (a, c) = ok(b, "get_pair", b.get_pair(&k("v/05"), &k("v/06")));
-    assert!(a.is_some() && c.is_some(), "{b}: adjacent keys");
-    let (a, c) = ok(b, "get_pair", b.get_pair(&k("v/06"), &k("v/07")));
-    assert!(
-        a.is_some() && c.is_none(),
-        "{b}: a missing second key after keys between"
-    );
 }
 
 /// `last_under` is exact or [`Last::Unknown`]: checked against a listing,

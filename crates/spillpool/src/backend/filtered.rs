@@ -153,11 +153,6 @@ impl Backend for FilteredBackend {
         self.unfilter(self.inner.get(key)?, key)
     }
 
-    fn get_pair(&self, first: &Key, second: &Key) -> Result<(Option<Bytes>, Option<Bytes>)> {
-        let (a, b) = self.inner.get_pair(first, second)?;
-        Ok((self.unfilter(a, first)?, self.unfilter(b, second)?))
-    }
-
     fn last_under(&self, prefix: &str, len: usize) -> Result<Last> {
         Ok(match self.inner.last_under(prefix, len)? {
             Last::Found(key, stored) => match self.unfilter(Some(stored), &key)? {

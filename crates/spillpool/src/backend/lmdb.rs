@@ -4,7 +4,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
@@ -592,37 +591,6 @@ impl Backend for LmdbBackend {
             .get(&snapshot.txn, &lkey)
             .map_err(lmdb_err(&self.shared.path, "get"))?;
         Ok(found.map(|v| Borrowed::frame(&snapshot, v)))
-    }
-
-    fn get_pair(&self, first: &Key, second: &Key) -> Result<(Option<Bytes>, Option<Bytes>)> {
-        let (lfirst, long_first) = self.lmdb_key(first);
-        let (lsecond, long_second) = self.lmdb_key(second);
-        // Hashed long keys are not in order.
-        if long_first || long_second || lsecond <= lfirst {
-            return Ok((self.get(first)?, self.get(second)?));
-        }
-        let snapshot = self.snapshot()?;
-        let s = &self.shared;
-        let err = || lmdb_err(&s.path, "get");
-        let bounds = (Bound::Included(&lfirst[..]), Bound::Included(&lsecond[..]));
-        let (mut a, mut b) = (None, None);
-        let mut stepped = 0;
-        for entry in s.frames.range(&snapshot.txn, &bounds).map_err(err())? {
-            let (k, v) = entry.map_err(err())?;
-            if k == &lfirst[..] {
-                a = Some(Borrowed::frame(&snapshot, v));
-            } else if k == &lsecond[..] {
-                b = Some(Borrowed::frame(&snapshot, v));
-                break;
-            } else {
-                // Keys between them: search for `second` after all.
-                stepped += 1;
-                if stepped > 1 {
-                    return Ok((a, self.get(second)?));
-                }
-            }
-        }
-        Ok((a, b))
     }
 
     fn last_under(&self, prefix: &str, len: usize) -> Result<Last> {

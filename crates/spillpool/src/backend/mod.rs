@@ -175,24 +175,6 @@ pub trait Backend: Debug + Display + Send + Sync + 'static {
     /// happens to the key afterwards.
     fn get(&self, key: &Key) -> Result<Option<Bytes>>;
 
-    /// Reads `first` and `second`, a key that sorts after it: the same
-    /// answers as two [`Backend::get`]s. A backend that keeps its keys in
-    /// order (LMDB) finds `second` by stepping on from `first` when at most
-    /// one key lies between them, which saves a search when the store reads
-    /// a version and probes for the next.
-    ///
-    /// ```
-    /// use spillpool::{open, Key, frame};
-    /// let b = open("mem://").unwrap();
-    /// let k = |s: &str| Key::new(s).unwrap();
-    /// b.put(&k("v/1"), frame::encode(&vec![1].into()).unwrap()).unwrap();
-    /// let (one, two) = b.get_pair(&k("v/1"), &k("v/2")).unwrap();
-    /// assert!(one.is_some() && two.is_none());
-    /// ```
-    fn get_pair(&self, first: &Key, second: &Key) -> Result<(Option<Bytes>, Option<Bytes>)> {
-        Ok((self.get(first)?, self.get(second)?))
-    }
-
     /// The greatest key of `len` bytes that starts with `prefix`, and its
     /// frame, found in one search of an ordered index (the newest of a
     /// symbol's versions, whose numbers have a fixed width).

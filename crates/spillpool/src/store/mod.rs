@@ -743,13 +743,7 @@ impl Library {
                 {
                     let m = self.parse_manifest(&key, frame.clone())?;
                     let live = self.newest_live(symbol, newest, vec![(newest, Some(m))])?;
-                    let next = newest.checked_add(1).ok_or_else(|| {
-                        Error::corrupt(
-                            &key,
-                            &Location::new(self.b(), &key),
-                            "version number overflows",
-                        )
-                    })?;
+                    let next = self.after(symbol, newest)?;
                     return Ok((SymState { next, live }, Some(frame)));
                 }
             }
@@ -762,21 +756,19 @@ impl Library {
         // probing forward from the hint, or from 0 without one, finds the
         // newest without listing.
         let mut n = hint.unwrap_or(0);
-        let (mut first, mut next) = self.manifest_and_next(symbol, n)?;
+        let mut first = self.manifest(symbol, n)?;
         if first.is_none() && n != 0 {
             n = 0;
-            (first, next) = self.manifest_and_next(symbol, 0)?;
+            first = self.manifest(symbol, 0)?;
         }
         let mut known: Vec<(u64, Option<Manifest>)> = Vec::new();
         if let Some(m) = first {
             known.push((n, Some(m)));
-            while let Some(m) = next {
-                n += 1;
+            while let Some(next) = n.checked_add(1)
+                && let Some(m) = self.manifest(symbol, next)?
+            {
+                n = next;
                 known.push((n, Some(m)));
-                next = match n.checked_add(1) {
-                    Some(v) => self.manifest(symbol, v)?,
-                    None => None,
-                };
             }
         }
         let Some(&(newest, _)) = known.last() else {
@@ -791,11 +783,27 @@ impl Library {
         let live = self.newest_live(symbol, newest, known)?;
         Ok((
             SymState {
-                next: newest + 1,
+                next: self.after(symbol, newest)?,
                 live,
             },
             head,
         ))
+    }
+
+    /// The version number after `newest`: a number that cannot grow (only
+    /// a forged store holds one) is an error, not a writer looping forever.
+    fn after(&self, symbol: &str, newest: u64) -> Result<u64> {
+        newest.checked_add(1).map_or_else(
+            || {
+                let key = names::version_key(&self.name, symbol, newest)?;
+                Err(Error::corrupt(
+                    &key,
+                    &Location::new(self.b(), &key),
+                    "the version number is the largest there is",
+                ))
+            },
+            Ok,
+        )
     }
 
     /// The newest version at or below `newest` that is not deleted, given
@@ -846,26 +854,6 @@ impl Library {
         let key = names::version_key(&self.name, symbol, version)?;
         let frame = self.b().get(&key)?;
         frame.map(|f| self.parse_manifest(&key, f)).transpose()
-    }
-
-    /// Manifests `version` and `version + 1`, found in one search where the
-    /// backend can ([`Backend::get_pair`]): a read probes for a newer version
-    /// than the head names.
-    fn manifest_and_next(
-        &self,
-        symbol: &str,
-        version: u64,
-    ) -> Result<(Option<Manifest>, Option<Manifest>)> {
-        let Some(next) = version.checked_add(1) else {
-            return Ok((self.manifest(symbol, version)?, None));
-        };
-        let key = names::version_key(&self.name, symbol, version)?;
-        let next_key = names::version_key(&self.name, symbol, next)?;
-        let (a, b) = self.b().get_pair(&key, &next_key)?;
-        Ok((
-            a.map(|f| self.parse_manifest(&key, f)).transpose()?,
-            b.map(|f| self.parse_manifest(&next_key, f)).transpose()?,
-        ))
     }
 
     fn parse_manifest(&self, key: &Key, frame: Bytes) -> Result<Manifest> {
