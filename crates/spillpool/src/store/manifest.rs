@@ -126,7 +126,7 @@ impl Manifest {
         let metadata = self
             .metadata
             .as_ref()
-            .map(|m| serde_json::to_vec(m))
+            .map(serde_json::to_vec)
             .transpose()
             .map_err(|e| Error::InvalidValue {
                 reason: format!("manifest metadata does not serialise: {e}"),
