@@ -207,8 +207,13 @@ impl Manifest {
         key: &Key,
         location: &(impl std::fmt::Display + ?Sized),
     ) -> Result<SchemaRef> {
-        decode_schema(&self.schema)
+        self.decoded_schema()
             .map_err(|reason| Error::corrupt(key, location, format!("manifest schema: {reason}")))
+    }
+
+    /// The version's schema, or why it does not decode.
+    pub(crate) fn decoded_schema(&self) -> std::result::Result<SchemaRef, String> {
+        decode_schema(&self.schema)
     }
 }
 

@@ -901,9 +901,14 @@ impl Library {
     }
 
     fn read_manifest(&self, symbol: &str, m: &Manifest, options: &ReadOptions) -> Result<Table> {
-        let mkey = names::version_key(&self.name, symbol, m.version)?;
-        let location = Location::new(self.b(), &mkey);
-        let schema = m.schema(&mkey, &location)?;
+        // The manifest's key names errors only: built when one happens.
+        let corrupt = |reason: String| match names::version_key(&self.name, symbol, m.version) {
+            Ok(mkey) => Error::corrupt(&mkey, &Location::new(self.b(), &mkey), reason),
+            Err(e) => e,
+        };
+        let schema = m
+            .decoded_schema()
+            .map_err(|reason| corrupt(format!("manifest schema: {reason}")))?;
         let wanted: Vec<usize> = match &options.columns {
             None => (0..schema.fields().len()).collect(),
             Some(names) => names
@@ -984,11 +989,7 @@ impl Library {
         let mut batches = Vec::new();
         for ((seg, from, len), seg_tiles) in parts.iter().zip(tiles) {
             let joined = join_slices(&out_schema, &seg_tiles, &place).map_err(|reason| {
-                Error::corrupt(
-                    &mkey,
-                    &location,
-                    format!("segment {}/{}: {reason}", seg.write, seg.index),
-                )
+                corrupt(format!("segment {}/{}: {reason}", seg.write, seg.index))
             })?;
             batches.extend(slice_rows(joined, *from as usize, *len as usize));
         }

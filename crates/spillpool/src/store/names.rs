@@ -95,7 +95,8 @@ pub(crate) fn version_key(lib: &str, sym: &str, version: u64) -> Result<Key> {
 /// Prefix of every manifest of `sym`, or of every symbol of `lib` when `sym` is `None`.
 pub(crate) fn versions_prefix(lib: &str, sym: Option<&str>) -> String {
     match sym {
-        Some(sym) => format!("{ROOT}ver/{lib}/{sym}/"),
+        // Built per read on ordered backends: no `format!`.
+        Some(sym) => [ROOT, "ver/", lib, "/", sym, "/"].concat(),
         None => format!("{ROOT}ver/{lib}/"),
     }
 }
@@ -112,8 +113,35 @@ pub(crate) fn heads_prefix(lib: Option<&str>) -> String {
 }
 
 pub(crate) fn tile_key(lib: &str, sym: &str, write: &str, segment: u32, slice: u32) -> Result<Key> {
-    let place = format!("{segment}.{slice}");
-    key(&[ROOT, "tile/", lib, "/", sym, "/", write, "/", &place])
+    let (mut a, mut b) = ([0u8; 10], [0u8; 10]);
+    key(&[
+        ROOT,
+        "tile/",
+        lib,
+        "/",
+        sym,
+        "/",
+        write,
+        "/",
+        decimal(segment, &mut a),
+        ".",
+        decimal(slice, &mut b),
+    ])
+}
+
+/// `n` in decimal without `format!` (a tile key is built per tile read).
+fn decimal(mut n: u32, out: &mut [u8; 10]) -> &str {
+    let mut at = out.len();
+    loop {
+        at -= 1;
+        out[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&out[at..]).unwrap_or_default()
 }
 
 pub(crate) fn tiles_prefix(lib: Option<&str>, sym: Option<&str>) -> String {
@@ -166,6 +194,14 @@ mod tests {
                     .is_some_and(|e| e.contains("invalid symbol name")),
                 "{bad:?}: {err:?}"
             );
+        }
+    }
+
+    #[test]
+    fn tile_places_are_decimal() {
+        for (seg, slice) in [(0, 0), (7, 10), (1234, 99), (u32::MAX, 0)] {
+            let k = tile_key("l", "s", "w", seg, slice).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(k.as_str(), format!("store/tile/l/s/w/{seg}.{slice}"));
         }
     }
 
