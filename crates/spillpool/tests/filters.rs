@@ -93,12 +93,18 @@ struct Encrypted {
 }
 
 fn encrypted_store(chunk: usize) -> Encrypted {
+    encrypted_store_with(chunk, Some(Compression::Zstd(1)))
+}
+
+fn encrypted_store_with(chunk: usize, compression: Option<Compression>) -> Encrypted {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let files = Arc::new(ok(FileBackend::open(vec![dir.path().to_path_buf()], false)));
-    let filters = Filters::none()
-        .with_compression(Compression::Zstd(1))
+    let mut filters = Filters::none()
         .with_encryption(secret(3))
         .with_chunk_size(chunk);
+    if let Some(c) = compression {
+        filters = filters.with_compression(c);
+    }
     let sealed = FilteredBackend::new(Arc::clone(&files) as Arc<dyn Backend>, filters);
     Encrypted {
         _dir: dir,
@@ -133,9 +139,16 @@ fn expect_corrupt(store: &Encrypted, k: &Key, what: &str) {
     }
 }
 
+/// With compression and without: encrypted-only reads trust GCM for the
+/// plain data's checksum, so tampering must fail authentication there too.
 #[test]
 fn tampering_in_every_way_is_detected() {
-    let store = encrypted_store(4096);
+    for compression in [Some(Compression::Zstd(1)), None] {
+        tampering_is_detected(&encrypted_store_with(4096, compression));
+    }
+}
+
+fn tampering_is_detected(store: &Encrypted) {
     let (a, b) = (key("a"), key("b"));
     ok(store.sealed.put_value(&a, &Value::Blob(text(40_000))));
     ok(store
@@ -158,7 +171,7 @@ fn tampering_in_every_way_is_detected() {
     v[ranges[2].start + 3] ^= 0x40;
     reseal(&mut v);
     write(&v);
-    expect_corrupt(&store, &a, "tampered ciphertext");
+    expect_corrupt(store, &a, "tampered ciphertext");
 
     // Two chunks swapped (table entries and bytes), checksums fixed.
     let mut v = original.clone();
@@ -171,7 +184,7 @@ fn tampering_in_every_way_is_detected() {
     v[offset + 4..offset + 8].copy_from_slice(&l0.to_le_bytes());
     reseal(&mut v);
     write(&v);
-    expect_corrupt(&store, &a, "swapped chunks");
+    expect_corrupt(store, &a, "swapped chunks");
 
     // The last chunk dropped, count and table adjusted, checksums fixed.
     let mut v = original.clone();
@@ -182,18 +195,26 @@ fn tampering_in_every_way_is_detected() {
     v.drain(offset + 4 * count as usize..offset + 4 * count as usize + 4);
     reseal(&mut v);
     write(&v);
-    expect_corrupt(&store, &a, "dropped chunk");
+    expect_corrupt(store, &a, "dropped chunk");
 
     // Truncated.
     write(&original[..original.len() - 100]);
-    expect_corrupt(&store, &a, "truncated");
+    expect_corrupt(store, &a, "truncated");
 
-    // The codec byte edited (zstd → none), checksums fixed: the AAD binds the descriptor.
+    // The codec byte edited (zstd → none, or none → lz4), checksums fixed:
+    // the AAD binds the descriptor.
     let mut v = original.clone();
-    v[HEADER_LEN + 1] = 0;
+    v[HEADER_LEN + 1] = if v[HEADER_LEN + 1] == 0 { 2 } else { 0 };
     reseal(&mut v);
     write(&v);
-    expect_corrupt(&store, &a, "edited descriptor");
+    expect_corrupt(store, &a, "edited descriptor");
+
+    // The plain data's checksum edited, checksums fixed.
+    let mut v = original.clone();
+    v[HEADER_LEN + 36] ^= 1;
+    reseal(&mut v);
+    write(&v);
+    expect_corrupt(store, &a, "edited raw checksum");
 
     // A chunk taken from another value at the same index.
     let (_, other_ranges) = chunks(&other);
@@ -203,12 +224,12 @@ fn tampering_in_every_way_is_detected() {
         v[mine].copy_from_slice(&other[theirs]);
         reseal(&mut v);
         write(&v);
-        expect_corrupt(&store, &a, "chunk from another value");
+        expect_corrupt(store, &a, "chunk from another value");
     }
 
     // A whole frame moved to another key.
     write(&other);
-    expect_corrupt(&store, &a, "frame moved between keys");
+    expect_corrupt(store, &a, "frame moved between keys");
 
     // Put right, it reads again.
     write(&original);
