@@ -166,6 +166,10 @@ impl Backend for FilteredBackend {
         frame::decode_with(stored, key, &location, key_ref, self.limits).map(Some)
     }
 
+    fn reads_by_value(&self) -> bool {
+        !self.filters.is_empty() || self.inner.reads_by_value()
+    }
+
     fn last_under(&self, prefix: &str, len: usize) -> Result<Last> {
         Ok(match self.inner.last_under(prefix, len)? {
             Last::Found(key, stored) => match self.unfilter(Some(stored), &key)? {

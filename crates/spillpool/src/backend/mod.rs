@@ -253,6 +253,16 @@ pub trait Backend: Debug + Display + Send + Sync + 'static {
         false
     }
 
+    /// Whether a whole value is cheaper to read through
+    /// [`Backend::get_value`] than through [`Backend::get`] and decoding:
+    /// where values are [kept](Backend::keeps_values), and on a
+    /// [`FilteredBackend`], whose `get` returns a plain frame that its
+    /// reader would verify (hash) again. Callers that select parts of a
+    /// table read such backends by value and select afterwards.
+    fn reads_by_value(&self) -> bool {
+        self.keeps_values()
+    }
+
     /// Where `key` lives, for error messages (a file path, or the URI).
     fn location(&self, key: &Key) -> String {
         let _ = key;

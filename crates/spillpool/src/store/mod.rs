@@ -1022,8 +1022,9 @@ impl Library {
             columns,
             batches: None,
         };
-        let table = if self.b().keeps_values() {
-            // The tile is held as a table: select from it, nothing to decode.
+        let table = if self.b().reads_by_value() {
+            // The tile is held as a table (select from it, nothing to decode),
+            // or behind filters, which decode it once from the stored frame.
             match self.b().get_value(&key)?.ok_or_else(missing)? {
                 Value::Table(t) => selection
                     .apply(&t)
