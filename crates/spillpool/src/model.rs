@@ -507,6 +507,9 @@ pub fn run_store(open: &dyn Fn() -> Store, lib: &str, ops: &[StoreOp]) {
                     // Deleting the last live version deletes the symbol (numbers restart).
                     if versions.iter().all(Option::is_none) {
                         model.remove(s);
+                    } else if versions[usize::from(version)..].iter().all(Option::is_none) {
+                        // Deleting the newest live version fences the next number.
+                        versions.push(None);
                     }
                 }
             }

@@ -329,10 +329,15 @@ fn deletes(store: &Store) {
         .map(|v| v.version)
         .collect();
     assert_eq!(listed, vec![1, 2]);
-    // Deleting the latest makes the previous one latest; numbers are not reused.
+    // Deleting the latest makes the previous one latest; numbers are not
+    // reused, and the next one is taken too (a fence against an append that
+    // read version 2 as its base: see `deleting_the_newest_version_…`).
     assert!(ok("delete v2", lib.delete_version("d", 2)));
     assert_eq!(ok("read", lib.read("d")).info.version, 1);
-    assert_eq!(ok("write", lib.write("d", &numbers(3, 0))).version, 3);
+    assert_eq!(ok("write", lib.write("d", &numbers(3, 0))).version, 4);
+    // Deleting an older version fences nothing.
+    assert!(ok("delete v1", lib.delete_version("d", 1)));
+    assert_eq!(ok("write", lib.write("d", &numbers(3, 0))).version, 5);
     // Deleting the symbol removes every key it had.
     assert!(ok("delete", lib.delete("d")));
     assert!(!ok("delete again", lib.delete("d")));
@@ -575,9 +580,10 @@ fn whatever_the_head_says(store: &Store) {
                 next - 2,
                 "{what}: newest deleted, head lagging"
             );
+            // The deletion fenced `next`.
             let info = ok("write", lib.write("s", &live.table));
-            assert_eq!(info.version, next, "{what}: numbers are never reused");
-            next += 1;
+            assert_eq!(info.version, next + 1, "{what}: numbers are never reused");
+            next += 2;
         }
     }
     ok("delete", lib.delete("s"));
@@ -906,4 +912,149 @@ fn a_full_disk_fails_store_writes_clearly_and_loses_nothing() {
             ok("delete all", store.delete_library("l"));
         }
     });
+}
+
+/// A backend that holds the first claim published after `arm` until the
+/// test lets it go: an append paused between reading its base and claiming.
+#[derive(Debug)]
+struct Gate {
+    inner: Arc<dyn Backend>,
+    armed: std::sync::atomic::AtomicBool,
+    reached: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gate over {}", self.inner)
+    }
+}
+
+impl Backend for Gate {
+    fn put(&self, key: &Key, frame: spillpool::frame::Frame) -> spillpool::Result<()> {
+        self.inner.put(key, frame)
+    }
+    fn put_new(&self, key: &Key, frame: spillpool::frame::Frame) -> spillpool::Result<bool> {
+        self.inner.put_new(key, frame)
+    }
+    fn put_batch(&self, items: Vec<(Key, spillpool::frame::Frame)>) -> spillpool::Result<()> {
+        self.inner.put_batch(items)
+    }
+    fn put_new_batch(
+        &self,
+        items: Vec<(Key, spillpool::frame::Frame)>,
+    ) -> spillpool::Result<Vec<bool>> {
+        self.inner.put_new_batch(items)
+    }
+    fn publish_batch(
+        &self,
+        plain: Vec<(Key, spillpool::frame::Frame)>,
+        claims: Vec<spillpool::Claim>,
+    ) -> spillpool::Result<Vec<bool>> {
+        if !claims.is_empty() && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let reached = self.reached.lock().ok().and_then(|mut r| r.take());
+            let release = self.release.lock().ok().and_then(|mut r| r.take());
+            if let (Some(reached), Some(release)) = (reached, release) {
+                let _ = reached.send(());
+                let _ = release.recv();
+            }
+        }
+        self.inner.publish_batch(plain, claims)
+    }
+    fn get(&self, key: &Key) -> spillpool::Result<Option<bytes::Bytes>> {
+        self.inner.get(key)
+    }
+    fn last_under(&self, prefix: &str, len: usize) -> spillpool::Result<spillpool::Last> {
+        self.inner.last_under(prefix, len)
+    }
+    fn delete(&self, key: &Key) -> spillpool::Result<bool> {
+        self.inner.delete(key)
+    }
+    fn list(&self, prefix: &str) -> spillpool::Result<Vec<Key>> {
+        self.inner.list(prefix)
+    }
+    fn usage(&self) -> spillpool::Result<spillpool::Usage> {
+        self.inner.usage()
+    }
+    fn put_value(&self, key: &Key, value: &Value) -> spillpool::Result<()> {
+        self.inner.put_value(key, value)
+    }
+    fn put_values(&self, items: Vec<(Key, Value)>) -> spillpool::Result<()> {
+        self.inner.put_values(items)
+    }
+    fn get_value(&self, key: &Key) -> spillpool::Result<Option<Value>> {
+        self.inner.get_value(key)
+    }
+    fn keeps_values(&self) -> bool {
+        self.inner.keeps_values()
+    }
+    fn reads_by_value(&self) -> bool {
+        self.inner.reads_by_value()
+    }
+    fn location(&self, key: &Key) -> String {
+        self.inner.location(key)
+    }
+}
+
+/// Deleting the newest version while an append that read it as its base is
+/// about to publish: the append must not publish a version naming the tiles
+/// the delete removes. (It did: the delete listed the live versions before
+/// the append's claim, then removed tiles the new version needed.)
+#[test]
+fn deleting_the_newest_version_under_a_pending_append_loses_nothing() {
+    let dir = tmp();
+    for uri in [
+        "mem://".to_string(),
+        format!("lmdb://{}?sync=false", dir.path().display()),
+        format!("file://{}?sync=false", dir.path().join("f").display()),
+    ] {
+        let (reached_tx, reached_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let gate = Arc::new(Gate {
+            inner: ok("open", spillpool::open(&uri)),
+            armed: std::sync::atomic::AtomicBool::new(false),
+            reached: std::sync::Mutex::new(Some(reached_tx)),
+            release: std::sync::Mutex::new(Some(release_rx)),
+        });
+        let store = ok("store", Store::from_backend(gate.clone(), TILED));
+        let lib = ok("library", store.get_library("race", true));
+        ok("write v0", lib.write("s", &numbers(50, 0)));
+        ok("write v1", lib.write("s", &numbers(300, 1)));
+        gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let appended = std::thread::scope(|scope| {
+            let appender = scope.spawn(|| lib.append("s", &numbers(20, 2)));
+            // The append has read version 1 as its base and waits to claim.
+            reached_rx
+                .recv()
+                .unwrap_or_else(|e| panic!("{uri}: the append never published: {e}"));
+            assert!(ok("delete v1", lib.delete_version("s", 1)), "{uri}");
+            let _ = release_tx.send(());
+            appender
+                .join()
+                .unwrap_or_else(|_| panic!("{uri}: append panicked"))
+        });
+        let info = ok("append", appended);
+        // Every live version reads in full; the append landed on version 0.
+        for v in ok("versions", lib.list_versions("s")) {
+            let read = lib.read_with("s", &ReadOptions::default().as_of(v.version));
+            let read = read.unwrap_or_else(|e| panic!("{uri}: version {}: {e}", v.version));
+            assert_eq!(read.table.num_rows() as u64, v.rows, "{uri}");
+        }
+        let latest = ok("read", lib.read("s"));
+        assert_eq!(latest.info.version, info.version, "{uri}");
+        let want = Table::try_new(
+            numbers(50, 0).schema().clone(),
+            [numbers(50, 0), numbers(20, 2)]
+                .iter()
+                .flat_map(|t| t.batches().to_vec())
+                .collect(),
+        );
+        assert_eq!(
+            one_batch(&latest.table),
+            one_batch(&ok("table", want)),
+            "{uri}: the append is on version 0"
+        );
+        let report = ok("check", store.check(&CheckOptions::default()));
+        assert!(report.missing.is_empty(), "{uri}: {report}");
+    }
 }

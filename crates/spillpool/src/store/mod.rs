@@ -1201,15 +1201,60 @@ impl Library {
     /// Deletes one version of `symbol`; returns whether it existed.
     ///
     /// Its number is not reused. Data shared with other versions (an
-    /// append shares its base's segments) stays. Deleting the last live
-    /// version deletes the symbol, whose numbers then start again at 0.
+    /// append shares its base's segments) stays. Deleting the newest live
+    /// version also takes the next number, as a deleted version that never
+    /// was live: an append that read the deleted version as its base then
+    /// cannot publish on top of data being removed, and starts again from
+    /// what is left. Deleting the last live version deletes the symbol,
+    /// whose numbers then start again at 0.
     pub fn delete_version(&self, symbol: &str, version: u64) -> Result<bool> {
         names::validate("symbol", symbol)?;
         let Some(m) = self.manifest(symbol, version)?.filter(|m| !m.deleted) else {
             return Ok(false);
         };
-        let mut others: HashMap<(String, u32), ()> = HashMap::new();
         let mut any_other = false;
+        for n in self.version_numbers(symbol)? {
+            if n != version
+                && let Some(o) = self.manifest(symbol, n)?
+                && !o.deleted
+            {
+                any_other = true;
+                break;
+            }
+        }
+        if !any_other {
+            return self.delete(symbol);
+        }
+        let key = names::version_key(&self.name, symbol, version)?;
+        let tombstone = m.tombstone();
+        self.b()
+            .put(&key, self.inner.blob(&tombstone.to_bytes()?)?)?;
+        // An append that read this version as its base before the tombstone
+        // may still publish the next number, naming tiles we are about to
+        // delete. If this was the newest live version, take the next number
+        // ourselves (a deleted version that never was live), so that such an
+        // append loses its claim and starts again from the versions left;
+        // appends that claimed before the fence are in the listing below.
+        // (A newer live version makes the fence needless: an append based
+        // on this one could only have claimed its number before it.)
+        loop {
+            let state = self.state(symbol)?;
+            if state.live.as_ref().is_some_and(|l| l.version > version) {
+                break;
+            }
+            let fence = Manifest {
+                version: state.next,
+                ..tombstone.clone()
+            };
+            let won = self
+                .b()
+                .publish_batch(Vec::new(), vec![self.claim(symbol, &fence)?])?;
+            if won.first().copied().unwrap_or(false) {
+                break;
+            }
+        }
+        // Now list what is live: only versions listed here can name the tiles.
+        let mut others: HashMap<(String, u32), ()> = HashMap::new();
         for n in self.version_numbers(symbol)? {
             if n == version {
                 continue;
@@ -1217,18 +1262,11 @@ impl Library {
             if let Some(o) = self.manifest(symbol, n)?
                 && !o.deleted
             {
-                any_other = true;
                 for s in o.segments {
                     others.insert((s.write, s.index), ());
                 }
             }
         }
-        if !any_other {
-            return self.delete(symbol);
-        }
-        let key = names::version_key(&self.name, symbol, version)?;
-        self.b()
-            .put(&key, self.inner.blob(&m.tombstone().to_bytes()?)?)?;
         for seg in &m.segments {
             if others.contains_key(&(seg.write.clone(), seg.index)) {
                 continue;
