@@ -816,7 +816,7 @@ pub fn mapped_file_at(addr: usize) -> Option<String> {
 /// the Arrow decoder) can catch a change made to it. Frames whose header is
 /// too damaged to say where things are are left as they are.
 pub fn reseal(frame: &mut [u8]) {
-    use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+    use xxhash_rust::xxh3::Xxh3;
     if frame.len() < frame::HEADER_LEN {
         return;
     }
@@ -835,7 +835,8 @@ pub fn reseal(frame: &mut [u8]) {
     }
     let offset = frame.len() - stored;
     frame[24..32].copy_from_slice(&(stored as u64).to_le_bytes());
-    let sum = xxh3_64(&frame[offset..]);
+    let checksum = frame::Checksum::from_id(frame[11]).unwrap_or(frame::Checksum::Xxh3);
+    let sum = checksum.of(&frame[offset..]);
     frame[40..48].copy_from_slice(&sum.to_le_bytes());
     let mut h = Xxh3::new();
     h.update(&frame[..56]);

@@ -603,6 +603,7 @@ pub(crate) fn undo_into(
     stored: &[u8],
     kind: u8,
     out: Dest,
+    checksum: crate::frame::Checksum,
     key: &Key,
     location: &(impl std::fmt::Display + ?Sized),
     cipher_key: Option<&EncryptionKey>,
@@ -754,7 +755,7 @@ pub(crate) fn undo_into(
     // (a sixth of an AES read). A codec in between gets checked, in case a
     // decoder does not give back what its encoder was given.
     let authenticated = cipher.is_some() && codec == 0;
-    if !authenticated && xxhash_rust::xxh3::xxh3_64(out) != raw_sum {
+    if !authenticated && checksum.of(out) != raw_sum {
         return Err(corrupt(
             "checksum of the data after undoing the filters does not match".into(),
         ));
@@ -880,8 +881,18 @@ mod tests {
                         .unwrap_or_else(|e| panic!("{e}"));
                     let mut out = vec![0u8; len];
                     let dest = Dest::of_slice(&mut out);
-                    let back = undo_into(&desc, stored.as_slice(), 1, dest, &key, "t", Some(&ek))
-                        .unwrap_or_else(|e| panic!("{codec:?} {enc} {len}: {e}"));
+                    let checksum = crate::frame::Checksum::Xxh3;
+                    let back = undo_into(
+                        &desc,
+                        stored.as_slice(),
+                        1,
+                        dest,
+                        checksum,
+                        &key,
+                        "t",
+                        Some(&ek),
+                    )
+                    .unwrap_or_else(|e| panic!("{codec:?} {enc} {len}: {e}"));
                     assert_eq!(back, sum);
                     assert!(out == text[..len], "{codec:?} {enc} {len}");
                 }

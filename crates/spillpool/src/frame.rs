@@ -35,7 +35,91 @@ pub const HEADER_LEN: usize = 64;
 /// Alignment of the payload within the frame, in bytes.
 pub const ALIGNMENT: usize = 64;
 
-const CHECKSUM_XXH3_64: u8 = 1;
+/// How a frame's payload checksum is computed: header byte 11. The raw
+/// checksum of a filtered frame (in its descriptor) uses the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// 1: xxh3-64 of the whole payload. One pass on one core.
+    Xxh3,
+    /// 2: xxh3-64 of the little-endian xxh3-64s of each [`SPAN`] of the
+    /// payload (the last one shorter), which every core can share. Written
+    /// for payloads of at least [`Checksum::SPANS_FROM`] bytes.
+    Xxh3Spans,
+}
+
+/// The span of [`Checksum::Xxh3Spans`].
+pub const SPAN: usize = 1 << 20;
+
+impl Checksum {
+    /// Payloads this long or longer get [`Checksum::Xxh3Spans`]: below it,
+    /// one pass is as fast and keeps small frames readable by older builds.
+    pub const SPANS_FROM: usize = 4 * SPAN;
+
+    /// The checksum this build writes for a payload of `len` bytes.
+    pub fn for_len(len: usize) -> Self {
+        if len >= Self::SPANS_FROM {
+            Checksum::Xxh3Spans
+        } else {
+            Checksum::Xxh3
+        }
+    }
+
+    /// The header byte.
+    pub fn id(self) -> u8 {
+        match self {
+            Checksum::Xxh3 => 1,
+            Checksum::Xxh3Spans => 2,
+        }
+    }
+
+    /// The checksum a header byte names, if any.
+    pub fn from_id(id: u8) -> Option<Self> {
+        match id {
+            1 => Some(Checksum::Xxh3),
+            2 => Some(Checksum::Xxh3Spans),
+            _ => None,
+        }
+    }
+
+    /// The checksum of `bytes`.
+    ///
+    /// ```
+    /// use spillpool::frame::{Checksum, SPAN};
+    /// let data = vec![7u8; 3 * SPAN + 5];
+    /// let spans: Vec<u8> = data
+    ///     .chunks(SPAN)
+    ///     .flat_map(|s| xxhash_rust::xxh3::xxh3_64(s).to_le_bytes())
+    ///     .collect();
+    /// assert_eq!(Checksum::Xxh3Spans.of(&data), xxhash_rust::xxh3::xxh3_64(&spans));
+    /// assert_eq!(Checksum::Xxh3.of(&data), xxhash_rust::xxh3::xxh3_64(&data));
+    /// ```
+    pub fn of(self, bytes: &[u8]) -> u64 {
+        match self {
+            Checksum::Xxh3 => xxh3_64(bytes),
+            Checksum::Xxh3Spans => {
+                use rayon::prelude::*;
+                let sums: Vec<u8> = bytes
+                    .par_chunks(SPAN)
+                    .map(|span| xxh3_64(span).to_le_bytes())
+                    .collect::<Vec<[u8; 8]>>()
+                    .concat();
+                xxh3_64(&sums)
+            }
+        }
+    }
+
+    /// The checksum of `a` followed by `b`.
+    fn of_parts(self, a: &[u8], b: &[u8]) -> u64 {
+        match (self, a.is_empty(), b.is_empty()) {
+            (_, _, true) => self.of(a),
+            (_, true, false) => self.of(b),
+            (Checksum::Xxh3, false, false) => xxh3_of(a, b),
+            // Not a layout this crate builds (a payload split between the
+            // parts); joined rather than hashed across the seam.
+            (Checksum::Xxh3Spans, false, false) => self.of(&[a, b].concat()),
+        }
+    }
+}
 
 /// What a frame's payload holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +161,9 @@ pub struct Header {
     pub stored_len: usize,
     /// Length of the payload once the filters are undone.
     pub raw_len: usize,
-    /// xxh3-64 of the payload as stored (verified).
+    /// How the checksums are computed.
+    pub checksum: Checksum,
+    /// The checksum of the payload as stored (verified).
     pub payload_checksum: u64,
 }
 
@@ -191,8 +277,9 @@ impl AsRef<[u8]> for BufferOwner {
 pub fn encode(value: &Value) -> Result<Frame> {
     match value {
         Value::Blob(b) => {
-            let sum = xxh3_64(b);
-            let header = header_bytes(Kind::Blob, &[], HEADER_LEN, b.len(), b.len(), sum);
+            let checksum = Checksum::for_len(b.len());
+            let sum = checksum.of(b);
+            let header = header_bytes(Kind::Blob, &[], HEADER_LEN, b.len(), b.len(), checksum, sum);
             let mut head = MutableBuffer::with_capacity(HEADER_LEN);
             head.extend_from_slice(&header);
             Ok(Frame {
@@ -204,8 +291,9 @@ pub fn encode(value: &Value) -> Result<Frame> {
         Value::Table(t) => {
             let (kind, mut out) = encode_table(t)?;
             let stored_len = out.len() - HEADER_LEN;
-            let sum = xxh3_64(&out.as_slice()[HEADER_LEN..]);
-            let header = header_bytes(kind, &[], HEADER_LEN, stored_len, stored_len, sum);
+            let checksum = Checksum::for_len(stored_len);
+            let sum = checksum.of(&out.as_slice()[HEADER_LEN..]);
+            let header = header_bytes(kind, &[], HEADER_LEN, stored_len, stored_len, checksum, sum);
             out.as_slice_mut()[..HEADER_LEN].copy_from_slice(&header);
             Ok(Frame {
                 head: Bytes::from_owner(BufferOwner(out.into())),
@@ -268,13 +356,14 @@ fn header_bytes(
     payload_offset: usize,
     stored_len: usize,
     raw_len: usize,
+    checksum: Checksum,
     payload_checksum: u64,
 ) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[10] = kind as u8;
-    h[11] = CHECKSUM_XXH3_64;
+    h[11] = checksum.id();
     h[12..16].copy_from_slice(&(filters.len() as u32).to_le_bytes());
     h[16..24].copy_from_slice(&(payload_offset as u64).to_le_bytes());
     h[24..32].copy_from_slice(&(stored_len as u64).to_le_bytes());
@@ -371,9 +460,9 @@ fn verify_parts(
     if !header_ok {
         return Err(corrupt("bad header checksum".into()));
     }
-    if head[11] != CHECKSUM_XXH3_64 {
+    let Some(checksum) = Checksum::from_id(head[11]) else {
         return Err(corrupt(format!("unknown checksum algorithm {}", head[11])));
-    }
+    };
     let kind = Kind::try_from(head[10]).map_err(corrupt)?;
     let payload_offset = le_u64(head, 16);
     let stored_len = le_u64(head, 24);
@@ -392,9 +481,9 @@ fn verify_parts(
     let sum = if !hash_payload {
         le_u64(head, 40)
     } else if payload_offset < head.len() {
-        xxh3_of(&head[payload_offset..], body)
+        checksum.of_parts(&head[payload_offset..], body)
     } else {
-        xxh3_64(&body[payload_offset - head.len()..])
+        checksum.of(&body[payload_offset - head.len()..])
     };
     if sum != le_u64(head, 40) {
         return Err(corrupt("payload checksum mismatch".into()));
@@ -412,6 +501,7 @@ fn verify_parts(
         payload_offset,
         stored_len,
         raw_len: usize::try_from(raw_len).map_err(|_| corrupt("raw length too large".into()))?,
+        checksum,
         payload_checksum: le_u64(head, 40),
     })
 }
@@ -454,7 +544,10 @@ pub fn refilter(
         payload_offset,
         stored.len(),
         payload.len(),
-        xxh3_64(stored.as_slice()),
+        // The raw checksum came with the plain frame's algorithm: the
+        // stored one must use the same (one byte says for both).
+        header.checksum,
+        header.checksum.of(stored.as_slice()),
     );
     let mut head = MutableBuffer::with_capacity(payload_offset);
     head.extend_from_slice(&h);
@@ -512,6 +605,7 @@ fn unfilter_verified(
         &frame[header.payload_offset..],
         header.kind as u8,
         crate::filter::Dest::of(&mut out, HEADER_LEN, header.raw_len),
+        header.checksum,
         key,
         location,
         cipher_key,
@@ -522,6 +616,7 @@ fn unfilter_verified(
         HEADER_LEN,
         header.raw_len,
         header.raw_len,
+        header.checksum,
         sum,
     );
     // SAFETY: the capacity is `len`; undo_into initialised HEADER_LEN..len
@@ -537,6 +632,7 @@ fn unfilter_verified(
         payload_offset: HEADER_LEN,
         stored_len: header.raw_len,
         raw_len: header.raw_len,
+        checksum: header.checksum,
         payload_checksum: sum,
     };
     Ok((Bytes::from_owner(BufferOwner(out.into())), plain))
@@ -823,6 +919,80 @@ mod tests {
         }
     }
 
+    /// Payloads from 4 MiB get the span checksum (computed on every core),
+    /// smaller ones the single pass; both read, filtered or not, and damage
+    /// anywhere in a span is caught. Frames of either kind at any size read
+    /// (older builds wrote large payloads with the single pass).
+    #[test]
+    fn large_payloads_are_checksummed_by_span() {
+        let big: Vec<u8> = (0..Checksum::SPANS_FROM + SPAN / 3)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let value = Value::from(big.clone());
+        let frame = encode(&value).unwrap_or_else(|e| panic!("{e}")).to_bytes();
+        let header = verify(&frame, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(header.checksum, Checksum::Xxh3Spans);
+        assert_eq!(frame[11], 2);
+        assert_eq!(header.payload_checksum, Checksum::Xxh3Spans.of(&big));
+        let small = encode(&Value::from(vec![1u8; 100])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(small.to_bytes()[11], 1);
+        for at in [0, SPAN - 1, SPAN, 2 * SPAN + 17, big.len() - 1] {
+            let mut bad = frame.to_vec();
+            bad[HEADER_LEN + at] ^= 0x10;
+            assert!(
+                verify(&bad, &key(), "t").is_err(),
+                "a flipped byte at {at} went unseen"
+            );
+        }
+        // The single pass over a large payload, as older builds wrote it.
+        let mut old = frame.to_vec();
+        let h = header_bytes(
+            Kind::Blob,
+            &[],
+            HEADER_LEN,
+            big.len(),
+            big.len(),
+            Checksum::Xxh3,
+            xxh3_64(&big),
+        );
+        old[..HEADER_LEN].copy_from_slice(&h);
+        let back = decode(Bytes::from(old), &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, value);
+        // Filtered: compressed (the plain data checked after decompression)
+        // and encrypted only (GCM), both by span.
+        let ek = Arc::new(EncryptionKey::from_bytes(&[9u8; 32]));
+        for filters in [
+            Filters::none().with_compression(crate::filter::Compression::Lz4),
+            Filters::none().with_encryption(Arc::clone(&ek)),
+        ] {
+            let sealed = refilter(
+                encode(&value).unwrap_or_else(|e| panic!("{e}")),
+                &filters,
+                &key(),
+                "t",
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_bytes();
+            assert_eq!(sealed[11], 2);
+            let back = decode_with(
+                sealed.clone(),
+                &key(),
+                "t",
+                Some(&ek),
+                DecodeLimits::default(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, value);
+            let plain = unfilter(sealed, &key(), "t", Some(&ek), DecodeLimits::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(plain[11], 2);
+            assert_eq!(
+                verify(&plain, &key(), "t").map(|h| h.payload_checksum).ok(),
+                Some(header.payload_checksum)
+            );
+        }
+    }
+
     /// A frame encoded here is filtered without hashing its payload again;
     /// bytes from elsewhere are verified first, and damaged ones are left
     /// as they are (they read back as the error they are).
@@ -908,6 +1078,7 @@ mod tests {
             HEADER_LEN,
             stored,
             stored,
+            Checksum::Xxh3,
             xxh3_64(&buf[HEADER_LEN..]),
         );
         buf[..HEADER_LEN].copy_from_slice(&h);
