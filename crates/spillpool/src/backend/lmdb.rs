@@ -247,8 +247,6 @@ impl LmdbBackend {
         self.shared.env.info().map_size
     }
 
-    /// The LMDB key for `key`: itself, or `\0` + a 128-bit hash when too long
-    /// for LMDB (a valid key never holds NUL, so the two cannot collide).
     /// A key as stored (unhashed), checked: the file may have been damaged.
     fn stored_key(&self, raw: &[u8]) -> Result<Key> {
         std::str::from_utf8(raw)
@@ -261,6 +259,8 @@ impl LmdbBackend {
             })
     }
 
+    /// The LMDB key for `key`: itself, or `\0` + a 128-bit hash when too long
+    /// for LMDB (a valid key never holds NUL, so the two cannot collide).
     fn lmdb_key<'k>(&self, key: &'k Key) -> (Cow<'k, [u8]>, bool) {
         let raw = key.as_str().as_bytes();
         if raw.len() <= self.shared.env.max_key_size() {
@@ -602,26 +602,23 @@ impl Backend for LmdbBackend {
         let snapshot = self.snapshot()?;
         let s = &self.shared;
         let err = || lmdb_err(&s.path, "last_under");
-        let found = {
-            let under = s
-                .frames
-                .rev_prefix_iter(&snapshot.txn, prefix.as_bytes())
-                .map_err(err())?;
-            let mut found = Last::Nothing;
-            for (step, entry) in under.enumerate() {
-                let (k, v) = entry.map_err(err())?;
-                if k.len() == len {
-                    found = Last::Found(self.stored_key(k)?, Borrowed::frame(&snapshot, v));
-                    break;
-                }
-                if step >= LAST_UNDER_STEPS {
-                    found = Last::Unknown;
-                    break;
-                }
+        let under = s
+            .frames
+            .rev_prefix_iter(&snapshot.txn, prefix.as_bytes())
+            .map_err(err())?;
+        for (step, entry) in under.enumerate() {
+            let (k, v) = entry.map_err(err())?;
+            if k.len() == len {
+                return Ok(Last::Found(
+                    self.stored_key(k)?,
+                    Borrowed::frame(&snapshot, v),
+                ));
             }
-            found
-        };
-        Ok(found)
+            if step >= LAST_UNDER_STEPS {
+                return Ok(Last::Unknown);
+            }
+        }
+        Ok(Last::Nothing)
     }
 
     fn delete(&self, key: &Key) -> Result<bool> {
