@@ -346,7 +346,9 @@ fn two_pools_cannot_share_a_spill_directory() {
     let _first = ok(Pool::builder().spill_dirs([dir.path()]).build());
     match Pool::builder().spill_dirs([dir.path()]).build() {
         Err(Error::InvalidConfig { reason, .. }) => {
-            assert!(reason.contains("in use by another pool"), "{reason}")
+            assert!(reason.contains("in use by another pool"), "{reason}");
+            let pid = std::process::id().to_string();
+            assert!(reason.contains(&format!("(process {pid})")), "{reason}");
         }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }

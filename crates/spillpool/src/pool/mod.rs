@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 pub use config::{DEFAULT_MEMORY_LIMIT, PoolBuilder};
-pub use disk::LOCK_FILE;
+pub use disk::{LOCK_FILE, RETAINED_MARKER};
 pub use policy::{Candidate, EvictionPolicy, Lru, Mru, by_name as policy_by_name};
 pub use stats::Stats;
 
@@ -442,8 +442,8 @@ impl Pool {
         }
         let mut st = inner.lock_live(r, &entry)?;
         inner.ensure_on_disk(&entry, &mut st)?;
+        inner.disk.mark_retained()?;
         st.retained = true;
-        inner.disk.retained_any.store(true, Ordering::Relaxed);
         Ok(Retained {
             backend: inner.disk.uri(),
             key: inner.disk.key(entry.id),
