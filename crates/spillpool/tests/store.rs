@@ -1094,3 +1094,59 @@ fn deleting_the_newest_version_under_a_pending_append_loses_nothing() {
         assert!(report.missing.is_empty(), "{uri}: {report}");
     }
 }
+
+/// Deleting a symbol while a write of it is about to publish: the write
+/// lands after the delete, whole and readable on every backend. (The delete
+/// removed every tile under the symbol, the writer's too, and its head, so
+/// the new version named missing tiles, and on files could not be found.)
+#[test]
+fn deleting_a_symbol_under_a_pending_write_keeps_the_write_whole() {
+    let dir = tmp();
+    for uri in [
+        "mem://".to_string(),
+        format!("lmdb://{}?sync=false", dir.path().display()),
+        format!("file://{}?sync=false", dir.path().join("f").display()),
+    ] {
+        let (reached_tx, reached_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let gate = Arc::new(Gate {
+            inner: ok("open", spillpool::open(&uri)),
+            armed: std::sync::atomic::AtomicBool::new(false),
+            reached: std::sync::Mutex::new(Some(reached_tx)),
+            release: std::sync::Mutex::new(Some(release_rx)),
+        });
+        let store = ok("store", Store::from_backend(gate.clone(), TILED));
+        let lib = ok("library", store.get_library("race", true));
+        ok("write v0", lib.write("s", &numbers(50, 0)));
+        ok("write v1", lib.write("s", &numbers(300, 1)));
+        gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let written = std::thread::scope(|scope| {
+            let writer = scope.spawn(|| lib.write("s", &numbers(120, 2)));
+            reached_rx
+                .recv()
+                .unwrap_or_else(|e| panic!("{uri}: the write never published: {e}"));
+            assert!(ok("delete", lib.delete("s")), "{uri}");
+            let _ = release_tx.send(());
+            writer
+                .join()
+                .unwrap_or_else(|_| panic!("{uri}: write panicked"))
+        });
+        let info = ok("write", written);
+        let latest = lib
+            .read("s")
+            .unwrap_or_else(|e| panic!("{uri}: the write landed but reads as {e}"));
+        assert_eq!(latest.info.version, info.version, "{uri}");
+        assert_eq!(
+            one_batch(&latest.table),
+            one_batch(&numbers(120, 2)),
+            "{uri}"
+        );
+        let report = ok("check", store.check(&CheckOptions::default()));
+        assert!(report.missing.is_empty(), "{uri}: {report}");
+        assert_eq!(
+            ok("versions", lib.list_versions("s")).len(),
+            1,
+            "{uri}: only the write is left"
+        );
+    }
+}

@@ -1179,20 +1179,43 @@ impl Library {
     }
 
     /// Deletes `symbol`: every version and its data. Returns whether it existed.
+    ///
+    /// A write of the symbol that publishes meanwhile lands whole after the
+    /// delete. Tiles left by writers that died are not removed here: `check`
+    /// with repair removes them.
     pub fn delete(&self, symbol: &str) -> Result<bool> {
         names::validate("symbol", symbol)?;
         let existed = self.state(symbol)?.live.is_some();
         let b = self.b();
-        // Newest manifest first, so a reader never sees an older version
-        // become the latest while the symbol is being deleted... except
-        // through a stale head, which reading the manifest rules out.
+        // The head goes first: a writer that publishes after this point
+        // leaves its own head, so its version stays findable; one that
+        // published before is in the listing below, and goes with the rest.
+        b.delete(&names::head_key(&self.name, symbol)?)?;
         let mut versions = self.version_numbers(symbol)?;
+        // Only the tiles the listed versions name: a concurrent writer's
+        // own tiles (its version may land after the listing) are not ours
+        // to take. Tiles of writers that died are orphans for `check`.
+        let mut tiles = Vec::new();
+        for &n in &versions {
+            if let Some(m) = self.manifest(symbol, n)? {
+                for seg in &m.segments {
+                    for c in 0..m.column_slices.len() {
+                        tiles.push(names::tile_key(
+                            &self.name, symbol, &seg.write, seg.index, c as u32,
+                        )?);
+                    }
+                }
+            }
+        }
+        // Newest manifest first: the numbers left stay contiguous from 0,
+        // which probing for the newest version relies on.
         versions.reverse();
         for n in versions {
             b.delete(&names::version_key(&self.name, symbol, n)?)?;
         }
-        b.delete(&names::head_key(&self.name, symbol)?)?;
-        for key in b.list(&names::tiles_prefix(Some(&self.name), Some(symbol)))? {
+        tiles.sort();
+        tiles.dedup();
+        for key in tiles {
             b.delete(&key)?;
         }
         Ok(existed)
