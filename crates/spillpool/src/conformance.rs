@@ -560,6 +560,7 @@ pub fn run_all_expecting(b: &dyn Backend, prefix: &str, expect: Expect) {
     check_put_batch(b, &format!("{prefix}put-batch/"));
     check_publish_batch(b, &format!("{prefix}publish/"));
     check_last_under(b, &format!("{prefix}last/"));
+    check_contains(b, &format!("{prefix}contains/"));
     check_corruption(b, &format!("{prefix}corruption/"));
 }
 
@@ -652,6 +653,20 @@ pub fn check_put_batch(b: &dyn Backend, prefix: &str) {
     );
     let new = ok(b, "get", b.fetch_value(&key(&format!("{prefix}new"))));
     assert_eq!(new.as_blob(), Some(&pattern(777, 9)), "{b}");
+}
+
+/// `contains` agrees with `get`: absent, present, deleted.
+pub fn check_contains(b: &dyn Backend, prefix: &str) {
+    let k = key(&format!("{prefix}k"));
+    assert!(!ok(b, "contains", b.contains(&k)), "{b}: absent key");
+    ok(b, "put", b.put_value(&k, &Value::Blob(pattern(5000, 3))));
+    assert!(ok(b, "contains", b.contains(&k)), "{b}: stored key");
+    assert!(
+        !ok(b, "contains", b.contains(&key(&format!("{prefix}k/x")))),
+        "{b}: a key under a stored one"
+    );
+    ok(b, "delete", b.delete(&k));
+    assert!(!ok(b, "contains", b.contains(&k)), "{b}: deleted key");
 }
 
 /// `last_under` is exact or [`Last::Unknown`]: checked against a listing,

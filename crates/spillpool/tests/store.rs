@@ -1150,3 +1150,58 @@ fn deleting_a_symbol_under_a_pending_write_keeps_the_write_whole() {
         );
     }
 }
+
+/// Deleting a symbol while an append to it is about to publish: the append
+/// must not publish a version naming the tiles the delete removed. It finds
+/// its inherited tiles gone, takes its version back and lands as the first
+/// version of the symbol, holding only its own rows.
+#[test]
+fn deleting_a_symbol_under_a_pending_append_loses_nothing() {
+    let dir = tmp();
+    for uri in [
+        "mem://".to_string(),
+        format!("lmdb://{}?sync=false", dir.path().display()),
+        format!("file://{}?sync=false", dir.path().join("f").display()),
+    ] {
+        let (reached_tx, reached_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        let gate = Arc::new(Gate {
+            inner: ok("open", spillpool::open(&uri)),
+            armed: std::sync::atomic::AtomicBool::new(false),
+            reached: std::sync::Mutex::new(Some(reached_tx)),
+            release: std::sync::Mutex::new(Some(release_rx)),
+        });
+        let store = ok("store", Store::from_backend(gate.clone(), TILED));
+        let lib = ok("library", store.get_library("race", true));
+        ok("write v0", lib.write("s", &numbers(50, 0)));
+        ok("append v1", lib.append("s", &numbers(300, 1)));
+        gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let appended = std::thread::scope(|scope| {
+            let appender = scope.spawn(|| lib.append("s", &numbers(20, 2)));
+            reached_rx
+                .recv()
+                .unwrap_or_else(|e| panic!("{uri}: the append never published: {e}"));
+            assert!(ok("delete", lib.delete("s")), "{uri}");
+            let _ = release_tx.send(());
+            appender
+                .join()
+                .unwrap_or_else(|_| panic!("{uri}: append panicked"))
+        });
+        let info = ok("append", appended);
+        let latest = lib
+            .read("s")
+            .unwrap_or_else(|e| panic!("{uri}: the append landed but reads as {e}"));
+        assert_eq!(latest.info.version, info.version, "{uri}");
+        assert_eq!(
+            one_batch(&latest.table),
+            one_batch(&numbers(20, 2)),
+            "{uri}: only the appended rows are left"
+        );
+        for v in ok("versions", lib.list_versions("s")) {
+            let read = lib.read_with("s", &ReadOptions::default().as_of(v.version));
+            read.unwrap_or_else(|e| panic!("{uri}: version {}: {e}", v.version));
+        }
+        let report = ok("check", store.check(&CheckOptions::default()));
+        assert!(report.missing.is_empty(), "{uri}: {report}");
+    }
+}

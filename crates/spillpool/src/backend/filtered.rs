@@ -166,6 +166,11 @@ impl Backend for FilteredBackend {
         frame::decode_with(stored, key, &location, key_ref, self.limits).map(Some)
     }
 
+    /// The stored frame is not unfiltered to say it exists.
+    fn contains(&self, key: &Key) -> Result<bool> {
+        self.inner.contains(key)
+    }
+
     fn reads_by_value(&self) -> bool {
         !self.filters.is_empty() || self.inner.reads_by_value()
     }

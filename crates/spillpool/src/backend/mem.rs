@@ -150,6 +150,11 @@ impl Backend for MemBackend {
         }
     }
 
+    /// A kept value is not encoded to say it exists.
+    fn contains(&self, key: &Key) -> Result<bool> {
+        Ok(self.map.read().contains_key(key))
+    }
+
     fn last_under(&self, prefix: &str, len: usize) -> Result<Last> {
         // Every key that starts with `prefix` sorts before `prefix` + the
         // greatest char, except those that continue with that char.

@@ -201,6 +201,21 @@ pub trait Backend: Debug + Display + Send + Sync + 'static {
         Ok(Last::Unknown)
     }
 
+    /// Whether `key` holds a frame, without reading or decoding it where the
+    /// backend can tell (the default gets it).
+    ///
+    /// ```
+    /// use spillpool::{open, Key, Value};
+    /// let b = open("mem://?compression=zstd").unwrap();
+    /// let k = Key::new("k").unwrap();
+    /// assert!(!b.contains(&k).unwrap());
+    /// b.put_value(&k, &Value::from(vec![1u8; 100])).unwrap();
+    /// assert!(b.contains(&k).unwrap());
+    /// ```
+    fn contains(&self, key: &Key) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
     /// Removes `key`; returns whether it existed. Readers holding its frame keep it.
     fn delete(&self, key: &Key) -> Result<bool>;
 

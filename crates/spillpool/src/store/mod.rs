@@ -588,6 +588,8 @@ impl Library {
         pending: &mut Vec<(Key, Frame)>,
         attempted: &mut bool,
     ) -> Result<VersionInfo> {
+        // Times an append found its inherited tiles gone after publishing.
+        let mut rebased = 0;
         loop {
             // The first attempt may use the state the caller already read
             // (an append needed it for the schema); a stale one only makes
@@ -621,6 +623,7 @@ impl Library {
                 }
                 segments.extend(base.segments.iter().cloned());
             }
+            let inherited = segments.first().cloned();
             segments.extend(new_segments.iter().cloned());
             let manifest = Manifest::new(
                 state.next,
@@ -639,11 +642,44 @@ impl Library {
                 .first()
                 .copied()
                 .unwrap_or(false);
-            if won {
-                return Ok(info(&manifest));
+            if !won {
+                // Another writer took this number: take the next one.
+                continue;
             }
-            // Another writer took this number: take the next one.
+            // An append whose base was deleted (with its symbol) before it
+            // claimed would name tiles that are gone: once the delete has
+            // finished, every tile it removes is gone, so one is enough to
+            // look at. Such a version is taken back, and the append starts
+            // again from what is there now.
+            if let Some(seg) = inherited
+                && !self.tile_exists(symbol, &seg)?
+            {
+                let key = names::version_key(&self.name, symbol, manifest.version)?;
+                self.b().delete(&key)?;
+                rebased += 1;
+                if rebased > 3 {
+                    let tile = names::tile_key(&self.name, symbol, &seg.write, seg.index, 0)?;
+                    return Err(Error::corrupt(
+                        &tile,
+                        &Location::new(self.b(), &tile),
+                        format!(
+                            "symbol {:?} in library {:?}: the version to append to names a missing tile (run `spillpool store URI check`)",
+                            printable(symbol),
+                            printable(&self.name)
+                        ),
+                    ));
+                }
+                continue;
+            }
+            return Ok(info(&manifest));
         }
+    }
+
+    /// Whether the first tile of `seg` is stored.
+    fn tile_exists(&self, symbol: &str, seg: &Segment) -> Result<bool> {
+        self.b().contains(&names::tile_key(
+            &self.name, symbol, &seg.write, seg.index, 0,
+        )?)
     }
 
     /// Publishing `manifest` as the next version of `symbol`, with the head hint.
@@ -1191,13 +1227,20 @@ impl Library {
         // leaves its own head, so its version stays findable; one that
         // published before is in the listing below, and goes with the rest.
         b.delete(&names::head_key(&self.name, symbol)?)?;
-        let mut versions = self.version_numbers(symbol)?;
-        // Only the tiles the listed versions name: a concurrent writer's
-        // own tiles (its version may land after the listing) are not ours
-        // to take. Tiles of writers that died are orphans for `check`.
+        // Only the tiles the versions name: a concurrent writer's own tiles
+        // (its version may land after this) are not ours to take. Tiles of
+        // writers that died are orphans for `check`.
         let mut tiles = Vec::new();
-        for &n in &versions {
-            if let Some(m) = self.manifest(symbol, n)? {
+        // Every live version becomes a tombstone (its tiles noted first),
+        // then the next number is taken (a fence, as in `delete_version`):
+        // an append that read a live version as its base loses its claim
+        // and, reading again, finds nothing to build on. One that claims
+        // after the delete checks its inherited tiles (`publish`).
+        let last = loop {
+            for n in self.version_numbers(symbol)? {
+                let Some(m) = self.manifest(symbol, n)?.filter(|m| !m.deleted) else {
+                    continue;
+                };
                 for seg in &m.segments {
                     for c in 0..m.column_slices.len() {
                         tiles.push(names::tile_key(
@@ -1205,10 +1248,38 @@ impl Library {
                         )?);
                     }
                 }
+                let key = names::version_key(&self.name, symbol, n)?;
+                b.put(&key, self.inner.blob(&m.tombstone().to_bytes()?)?)?;
             }
-        }
+            let state = self.state(symbol)?;
+            if state.live.is_some() {
+                continue; // a version went live meanwhile
+            }
+            let Some(newest) = state.next.checked_sub(1) else {
+                break None; // no version at all
+            };
+            let Some(template) = self.manifest(symbol, newest)? else {
+                break Some(newest);
+            };
+            let fence = Manifest {
+                version: state.next,
+                ..template.tombstone()
+            };
+            let claim = Claim {
+                key: names::version_key(&self.name, symbol, state.next)?,
+                frame: self.inner.blob(&fence.to_bytes()?)?,
+                hint: None,
+            };
+            let won = b.publish_batch(Vec::new(), vec![claim])?;
+            if won.first().copied().unwrap_or(false) {
+                break Some(state.next);
+            }
+        };
         // Newest manifest first: the numbers left stay contiguous from 0,
-        // which probing for the newest version relies on.
+        // which probing for the newest version relies on. Versions after
+        // the fence were published after this delete, and stay.
+        let mut versions = self.version_numbers(symbol)?;
+        versions.retain(|&n| last.is_some_and(|last| n <= last));
         versions.reverse();
         for n in versions {
             b.delete(&names::version_key(&self.name, symbol, n)?)?;
