@@ -1032,12 +1032,16 @@ impl Backend for Gate {
     }
 }
 
-/// Deleting the newest version while an append that read it as its base is
-/// about to publish: the append must not publish a version naming the tiles
-/// the delete removes. (It did: the delete listed the live versions before
-/// the append's claim, then removed tiles the new version needed.)
-#[test]
-fn deleting_the_newest_version_under_a_pending_append_loses_nothing() {
+/// On mem, lmdb and file: after `setup`, runs `pending` (a write or an
+/// append of symbol `s`) on a thread, holds it at its claim while `delete`
+/// runs to the end, then lets it go. Hands `then` the pending operation's
+/// result; afterwards every listed version reads and no tile is missing.
+fn publish_held_through(
+    setup: impl Fn(&spillpool::Library),
+    pending: impl Fn(&spillpool::Library) -> spillpool::Result<spillpool::store::VersionInfo> + Sync,
+    delete: impl Fn(&spillpool::Library) -> spillpool::Result<bool>,
+    then: impl Fn(&str, &spillpool::Library, spillpool::store::VersionInfo),
+) {
     let dir = tmp();
     for uri in [
         "mem://".to_string(),
@@ -1054,45 +1058,59 @@ fn deleting_the_newest_version_under_a_pending_append_loses_nothing() {
         });
         let store = ok("store", Store::from_backend(gate.clone(), TILED));
         let lib = ok("library", store.get_library("race", true));
-        ok("write v0", lib.write("s", &numbers(50, 0)));
-        ok("write v1", lib.write("s", &numbers(300, 1)));
+        setup(&lib);
         gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-        let appended = std::thread::scope(|scope| {
-            let appender = scope.spawn(|| lib.append("s", &numbers(20, 2)));
-            // The append has read version 1 as its base and waits to claim.
+        let done = std::thread::scope(|scope| {
+            let held = scope.spawn(|| pending(&lib));
+            // It has read the symbol's state and waits to claim.
             reached_rx
                 .recv()
-                .unwrap_or_else(|e| panic!("{uri}: the append never published: {e}"));
-            assert!(ok("delete v1", lib.delete_version("s", 1)), "{uri}");
+                .unwrap_or_else(|e| panic!("{uri}: it never published: {e}"));
+            assert!(ok("delete", delete(&lib)), "{uri}");
             let _ = release_tx.send(());
-            appender
-                .join()
-                .unwrap_or_else(|_| panic!("{uri}: append panicked"))
+            held.join().unwrap_or_else(|_| panic!("{uri}: it panicked"))
         });
-        let info = ok("append", appended);
-        // Every live version reads in full; the append landed on version 0.
+        then(&uri, &lib, ok("pending write", done));
         for v in ok("versions", lib.list_versions("s")) {
             let read = lib.read_with("s", &ReadOptions::default().as_of(v.version));
             let read = read.unwrap_or_else(|e| panic!("{uri}: version {}: {e}", v.version));
             assert_eq!(read.table.num_rows() as u64, v.rows, "{uri}");
         }
-        let latest = ok("read", lib.read("s"));
-        assert_eq!(latest.info.version, info.version, "{uri}");
-        let want = Table::try_new(
-            numbers(50, 0).schema().clone(),
-            [numbers(50, 0), numbers(20, 2)]
-                .iter()
-                .flat_map(|t| t.batches().to_vec())
-                .collect(),
-        );
-        assert_eq!(
-            one_batch(&latest.table),
-            one_batch(&ok("table", want)),
-            "{uri}: the append is on version 0"
-        );
         let report = ok("check", store.check(&CheckOptions::default()));
         assert!(report.missing.is_empty(), "{uri}: {report}");
     }
+}
+
+/// Deleting the newest version while an append that read it as its base is
+/// about to publish: the append must not publish a version naming the tiles
+/// the delete removes. (It did: the delete listed the live versions before
+/// the append's claim, then removed tiles the new version needed.)
+#[test]
+fn deleting_the_newest_version_under_a_pending_append_loses_nothing() {
+    publish_held_through(
+        |lib| {
+            ok("write v0", lib.write("s", &numbers(50, 0)));
+            ok("write v1", lib.write("s", &numbers(300, 1)));
+        },
+        |lib| lib.append("s", &numbers(20, 2)),
+        |lib| lib.delete_version("s", 1),
+        |uri, lib, info| {
+            let latest = ok("read", lib.read("s"));
+            assert_eq!(latest.info.version, info.version, "{uri}");
+            let want = Table::try_new(
+                numbers(50, 0).schema().clone(),
+                [numbers(50, 0), numbers(20, 2)]
+                    .iter()
+                    .flat_map(|t| t.batches().to_vec())
+                    .collect(),
+            );
+            assert_eq!(
+                one_batch(&latest.table),
+                one_batch(&ok("table", want)),
+                "{uri}: the append is on version 0"
+            );
+        },
+    );
 }
 
 /// Deleting a symbol while a write of it is about to publish: the write
@@ -1101,54 +1119,30 @@ fn deleting_the_newest_version_under_a_pending_append_loses_nothing() {
 /// the new version named missing tiles, and on files could not be found.)
 #[test]
 fn deleting_a_symbol_under_a_pending_write_keeps_the_write_whole() {
-    let dir = tmp();
-    for uri in [
-        "mem://".to_string(),
-        format!("lmdb://{}?sync=false", dir.path().display()),
-        format!("file://{}?sync=false", dir.path().join("f").display()),
-    ] {
-        let (reached_tx, reached_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel();
-        let gate = Arc::new(Gate {
-            inner: ok("open", spillpool::open(&uri)),
-            armed: std::sync::atomic::AtomicBool::new(false),
-            reached: std::sync::Mutex::new(Some(reached_tx)),
-            release: std::sync::Mutex::new(Some(release_rx)),
-        });
-        let store = ok("store", Store::from_backend(gate.clone(), TILED));
-        let lib = ok("library", store.get_library("race", true));
-        ok("write v0", lib.write("s", &numbers(50, 0)));
-        ok("write v1", lib.write("s", &numbers(300, 1)));
-        gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-        let written = std::thread::scope(|scope| {
-            let writer = scope.spawn(|| lib.write("s", &numbers(120, 2)));
-            reached_rx
-                .recv()
-                .unwrap_or_else(|e| panic!("{uri}: the write never published: {e}"));
-            assert!(ok("delete", lib.delete("s")), "{uri}");
-            let _ = release_tx.send(());
-            writer
-                .join()
-                .unwrap_or_else(|_| panic!("{uri}: write panicked"))
-        });
-        let info = ok("write", written);
-        let latest = lib
-            .read("s")
-            .unwrap_or_else(|e| panic!("{uri}: the write landed but reads as {e}"));
-        assert_eq!(latest.info.version, info.version, "{uri}");
-        assert_eq!(
-            one_batch(&latest.table),
-            one_batch(&numbers(120, 2)),
-            "{uri}"
-        );
-        let report = ok("check", store.check(&CheckOptions::default()));
-        assert!(report.missing.is_empty(), "{uri}: {report}");
-        assert_eq!(
-            ok("versions", lib.list_versions("s")).len(),
-            1,
-            "{uri}: only the write is left"
-        );
-    }
+    publish_held_through(
+        |lib| {
+            ok("write v0", lib.write("s", &numbers(50, 0)));
+            ok("write v1", lib.write("s", &numbers(300, 1)));
+        },
+        |lib| lib.write("s", &numbers(120, 2)),
+        |lib| lib.delete("s"),
+        |uri, lib, info| {
+            let latest = lib
+                .read("s")
+                .unwrap_or_else(|e| panic!("{uri}: the write landed but reads as {e}"));
+            assert_eq!(latest.info.version, info.version, "{uri}");
+            assert_eq!(
+                one_batch(&latest.table),
+                one_batch(&numbers(120, 2)),
+                "{uri}"
+            );
+            assert_eq!(
+                ok("versions", lib.list_versions("s")).len(),
+                1,
+                "{uri}: only the write is left"
+            );
+        },
+    );
 }
 
 /// Deleting a symbol while an append to it is about to publish: the append
@@ -1157,51 +1151,23 @@ fn deleting_a_symbol_under_a_pending_write_keeps_the_write_whole() {
 /// version of the symbol, holding only its own rows.
 #[test]
 fn deleting_a_symbol_under_a_pending_append_loses_nothing() {
-    let dir = tmp();
-    for uri in [
-        "mem://".to_string(),
-        format!("lmdb://{}?sync=false", dir.path().display()),
-        format!("file://{}?sync=false", dir.path().join("f").display()),
-    ] {
-        let (reached_tx, reached_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel();
-        let gate = Arc::new(Gate {
-            inner: ok("open", spillpool::open(&uri)),
-            armed: std::sync::atomic::AtomicBool::new(false),
-            reached: std::sync::Mutex::new(Some(reached_tx)),
-            release: std::sync::Mutex::new(Some(release_rx)),
-        });
-        let store = ok("store", Store::from_backend(gate.clone(), TILED));
-        let lib = ok("library", store.get_library("race", true));
-        ok("write v0", lib.write("s", &numbers(50, 0)));
-        ok("append v1", lib.append("s", &numbers(300, 1)));
-        gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-        let appended = std::thread::scope(|scope| {
-            let appender = scope.spawn(|| lib.append("s", &numbers(20, 2)));
-            reached_rx
-                .recv()
-                .unwrap_or_else(|e| panic!("{uri}: the append never published: {e}"));
-            assert!(ok("delete", lib.delete("s")), "{uri}");
-            let _ = release_tx.send(());
-            appender
-                .join()
-                .unwrap_or_else(|_| panic!("{uri}: append panicked"))
-        });
-        let info = ok("append", appended);
-        let latest = lib
-            .read("s")
-            .unwrap_or_else(|e| panic!("{uri}: the append landed but reads as {e}"));
-        assert_eq!(latest.info.version, info.version, "{uri}");
-        assert_eq!(
-            one_batch(&latest.table),
-            one_batch(&numbers(20, 2)),
-            "{uri}: only the appended rows are left"
-        );
-        for v in ok("versions", lib.list_versions("s")) {
-            let read = lib.read_with("s", &ReadOptions::default().as_of(v.version));
-            read.unwrap_or_else(|e| panic!("{uri}: version {}: {e}", v.version));
-        }
-        let report = ok("check", store.check(&CheckOptions::default()));
-        assert!(report.missing.is_empty(), "{uri}: {report}");
-    }
+    publish_held_through(
+        |lib| {
+            ok("write v0", lib.write("s", &numbers(50, 0)));
+            ok("append v1", lib.append("s", &numbers(300, 1)));
+        },
+        |lib| lib.append("s", &numbers(20, 2)),
+        |lib| lib.delete("s"),
+        |uri, lib, info| {
+            let latest = lib
+                .read("s")
+                .unwrap_or_else(|e| panic!("{uri}: the append landed but reads as {e}"));
+            assert_eq!(latest.info.version, info.version, "{uri}");
+            assert_eq!(
+                one_batch(&latest.table),
+                one_batch(&numbers(20, 2)),
+                "{uri}: only the appended rows are left"
+            );
+        },
+    );
 }
