@@ -53,6 +53,9 @@ struct PoolBench {
     /// Also write every measurement here as CSV.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Put Arrow tables (8 float64 columns over the same bytes) instead of blobs.
+    #[arg(long)]
+    tables: bool,
 }
 
 /// One timed operation over `bytes`.
@@ -129,6 +132,25 @@ fn values(count: usize, size: usize) -> Vec<Bytes> {
         .collect()
 }
 
+/// `bytes` as a table of 8 float64 columns sharing its memory (the bytes
+/// are 8-aligned slices of one block; a length not a multiple of 64 loses
+/// its tail).
+fn as_table(bytes: &Bytes) -> Result<Value> {
+    use std::sync::Arc;
+    let column_len = bytes.len() / 64 * 8;
+    let columns = (0..8).map(|c| {
+        let buffer = arrow_buffer::Buffer::from(bytes.slice(c * column_len..(c + 1) * column_len));
+        let values = arrow_buffer::ScalarBuffer::<f64>::new(buffer, 0, column_len / 8);
+        (
+            format!("c{c}"),
+            Arc::new(arrow_array::Float64Array::new(values, None)) as arrow_array::ArrayRef,
+        )
+    });
+    Ok(Value::Table(spillpool::Table::from(
+        arrow_array::RecordBatch::try_from_iter(columns)?,
+    )))
+}
+
 fn shuffled(count: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..count).collect();
     let mut state = seed | 1;
@@ -178,8 +200,14 @@ fn bench_pool(a: PoolBench) -> Result<()> {
         .prefix("spillpool-bench-")
         .tempdir_in(&base)?;
     let vals = values(count, size);
+    let puts: Vec<Value> = if a.tables {
+        vals.iter().map(as_table).collect::<Result<_>>()?
+    } else {
+        vals.iter().map(|v| Value::Blob(v.clone())).collect()
+    };
     println!(
-        "bench pool: {count} values of {} ({}) through a {} memory bound, {} repeats, in {}",
+        "bench pool: {count} {} of {} ({}) through a {} memory bound, {} repeats, in {}",
+        if a.tables { "tables" } else { "blobs" },
         format_size(size as u64),
         format_size(bytes),
         format_size(memory_limit),
@@ -204,9 +232,9 @@ fn bench_pool(a: PoolBench) -> Result<()> {
             .spill_dirs([&spill])
             .build()?;
         let start = Instant::now();
-        let refs: Vec<_> = vals
+        let refs: Vec<_> = puts
             .iter()
-            .map(|v| pool.put(Value::Blob(v.clone())))
+            .map(|v| pool.put(v.clone()))
             .collect::<spillpool::Result<_>>()?;
         let put = start.elapsed().as_secs_f64();
         let start = Instant::now();

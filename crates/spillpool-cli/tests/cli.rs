@@ -476,39 +476,46 @@ fn pool_demo_rejects_bad_flags_clearly() {
 
 #[test]
 fn pool_bench_runs_and_writes_csv() {
-    let dir = tmp();
-    let csv = dir.path().join("pool.csv");
-    let out = ok(&[
-        "bench",
-        "pool",
-        "--memory-limit",
-        "4MiB",
-        "--data",
-        "16MiB",
-        "--value-size",
-        "1MiB",
-        "--repeats",
-        "2",
-        "--dir",
-        dir.path().to_str().unwrap_or_default(),
-        "--out",
-        csv.to_str().unwrap_or_default(),
-    ]);
-    let text = String::from_utf8_lossy(&out);
-    assert!(text.contains("ratios"), "{text}");
-    let rows = std::fs::read_to_string(&csv).unwrap_or_else(|e| panic!("{e}"));
-    let mut lines = rows.lines();
-    assert_eq!(
-        lines.next(),
-        Some("suite,storage,op,bytes,repeat,seconds,mb_per_s")
-    );
-    let body: Vec<&str> = lines.collect();
-    assert_eq!(body.len(), 2 * 5, "{rows}");
-    for line in body {
-        let cols: Vec<&str> = line.split(',').collect();
-        assert_eq!(cols.len(), 7, "{line}");
-        assert_eq!(cols[3], (16u64 << 20).to_string());
-        assert!(cols[6].parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
+    for (tables, kind) in [(false, "blobs"), (true, "tables")] {
+        let dir = tmp();
+        let csv = dir.path().join("pool.csv");
+        let mut args = vec![
+            "bench",
+            "pool",
+            "--memory-limit",
+            "4MiB",
+            "--data",
+            "16MiB",
+            "--value-size",
+            "1MiB",
+            "--repeats",
+            "2",
+            "--dir",
+            dir.path().to_str().unwrap_or_default(),
+            "--out",
+            csv.to_str().unwrap_or_default(),
+        ];
+        if tables {
+            args.push("--tables");
+        }
+        let out = ok(&args);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("ratios"), "{text}");
+        assert!(text.contains(&format!("16 {kind} of 1.00 MiB")), "{text}");
+        let rows = std::fs::read_to_string(&csv).unwrap_or_else(|e| panic!("{e}"));
+        let mut lines = rows.lines();
+        assert_eq!(
+            lines.next(),
+            Some("suite,storage,op,bytes,repeat,seconds,mb_per_s")
+        );
+        let body: Vec<&str> = lines.collect();
+        assert_eq!(body.len(), 2 * 5, "{rows}");
+        for line in body {
+            let cols: Vec<&str> = line.split(',').collect();
+            assert_eq!(cols.len(), 7, "{line}");
+            assert_eq!(cols[3], (16u64 << 20).to_string());
+            assert!(cols[6].parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
+        }
     }
 }
 

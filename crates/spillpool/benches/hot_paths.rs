@@ -55,20 +55,23 @@ fn frames(c: &mut Criterion) {
             })
         });
     }
-    let t = Value::Table(table(65_536)); // 1 MiB of int64 + float64
-    g.throughput(Throughput::Bytes(t.size() as u64));
-    g.bench_function(BenchmarkId::new("encode_table", "1MiB"), |x| {
-        x.iter(|| ok("encode", frame::encode(black_box(&t))))
-    });
-    let bytes = ok("encode", frame::encode(&t)).to_bytes();
-    g.bench_function(BenchmarkId::new("decode_table", "1MiB"), |x| {
-        x.iter(|| {
-            ok(
-                "decode",
-                frame::decode(black_box(bytes.clone()), &key, "bench"),
-            )
-        })
-    });
+    // A small symbol's shape (nothing to share) and 1 MiB of int64 + float64.
+    for (name, rows) in [("2KiB", 128), ("1MiB", 65_536)] {
+        let t = Value::Table(table(rows));
+        g.throughput(Throughput::Bytes(t.size() as u64));
+        g.bench_function(BenchmarkId::new("encode_table", name), |x| {
+            x.iter(|| ok("encode", frame::encode(black_box(&t))))
+        });
+        let bytes = ok("encode", frame::encode(&t)).to_bytes();
+        g.bench_function(BenchmarkId::new("decode_table", name), |x| {
+            x.iter(|| {
+                ok(
+                    "decode",
+                    frame::decode(black_box(bytes.clone()), &key, "bench"),
+                )
+            })
+        });
+    }
     g.finish();
 }
 

@@ -9,20 +9,19 @@
 //! point into the same memory (an mmap'd file, the LMDB map, a shared-memory
 //! segment), which stays alive for as long as any of them does.
 
-use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_buffer::{Buffer, MutableBuffer};
 use arrow_ipc::reader::{StreamDecoder, read_footer_length};
-use arrow_ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
 use arrow_ipc::{Block, MetadataVersion};
 use bytes::Bytes;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::error::{Error, Result, printable};
 use crate::filter::{DecodeLimits, EncryptionKey, Filters};
+use crate::ipc;
 use crate::key::Key;
 use crate::value::{Table, Value};
 
@@ -108,17 +107,61 @@ impl Checksum {
         }
     }
 
-    /// The checksum of `a` followed by `b`.
-    fn of_parts(self, a: &[u8], b: &[u8]) -> u64 {
-        match (self, a.is_empty(), b.is_empty()) {
-            (_, _, true) => self.of(a),
-            (_, true, false) => self.of(b),
-            (Checksum::Xxh3, false, false) => xxh3_of(a, b),
-            // Not a layout this crate builds (a payload split between the
-            // parts); joined rather than hashed across the seam.
-            (Checksum::Xxh3Spans, false, false) => self.of(&[a, b].concat()),
+    /// The checksum of the concatenation of `parts`, hashed where they lie.
+    fn of_slices(self, parts: &[&[u8]]) -> u64 {
+        let parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+        match (self, parts.as_slice()) {
+            (_, []) => self.of(&[]),
+            (_, [one]) => self.of(one),
+            (Checksum::Xxh3, many) => xxh3_of_all(many),
+            (Checksum::Xxh3Spans, many) => {
+                use rayon::prelude::*;
+                let sums: Vec<u8> = spans_of(many)
+                    .par_iter()
+                    .map(|span| xxh3_of_all(span).to_le_bytes())
+                    .collect::<Vec<[u8; 8]>>()
+                    .concat();
+                xxh3_64(&sums)
+            }
         }
     }
+}
+
+/// xxh3-64 of the concatenation of `parts`.
+fn xxh3_of_all(parts: &[&[u8]]) -> u64 {
+    match parts {
+        [one] => xxh3_64(one),
+        many => {
+            let mut hasher = Xxh3::new();
+            for p in many {
+                hasher.update(p);
+            }
+            hasher.digest()
+        }
+    }
+}
+
+/// The concatenation of `parts` cut into [`SPAN`]s, each as the pieces of
+/// the parts it covers.
+fn spans_of<'a>(parts: &[&'a [u8]]) -> Vec<Vec<&'a [u8]>> {
+    let mut spans = vec![Vec::new()];
+    let mut room = SPAN;
+    for &part in parts {
+        let mut part = part;
+        while !part.is_empty() {
+            if room == 0 {
+                spans.push(Vec::new());
+                room = SPAN;
+            }
+            let (now, later) = part.split_at(room.min(part.len()));
+            if let Some(span) = spans.last_mut() {
+                span.push(now);
+            }
+            room -= now.len();
+            part = later;
+        }
+    }
+    spans
 }
 
 /// What a frame's payload holds.
@@ -167,26 +210,14 @@ pub struct Header {
     pub payload_checksum: u64,
 }
 
-/// `MutableBuffer` keeps the 64-byte alignment arrow wants across growth.
-struct AlignedWriter(MutableBuffer);
-
-impl Write for AlignedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// An encoded frame, in one or two parts: a blob's frame is its header
-/// followed by the blob's own bytes, so encoding a blob copies nothing.
-/// Backends store the parts back to back; what they store is [`Frame::to_bytes`].
+/// An encoded frame, in parts that backends store back to back (what they
+/// store is [`Frame::to_bytes`]). Encoding copies little: a blob's frame is
+/// its header followed by the blob's own bytes, and a table's large buffers
+/// are parts of its frame as they are (see [`encode`]).
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
     head: Bytes,
-    body: Bytes,
+    body: Vec<Bytes>,
     /// Encoded in this process from a value: its checksums were computed
     /// over these very (immutable) bytes, so refiltering it need not hash
     /// the payload again to trust them (a serial pass per filtered write).
@@ -197,9 +228,8 @@ pub struct Frame {
 impl PartialEq for Frame {
     fn eq(&self, other: &Self) -> bool {
         let bytes = |f: &Frame| {
-            f.head
-                .iter()
-                .chain(f.body.iter())
+            f.parts()
+                .flat_map(|p| p.iter())
                 .copied()
                 .collect::<Vec<u8>>()
         };
@@ -213,7 +243,7 @@ impl Eq for Frame {}
 impl Frame {
     /// Total length in bytes.
     pub fn len(&self) -> usize {
-        self.head.len() + self.body.len()
+        self.head.len() + self.body.iter().map(Bytes::len).sum::<usize>()
     }
 
     /// Whether the frame has no bytes (never true of an encoded value).
@@ -221,19 +251,21 @@ impl Frame {
         self.len() == 0
     }
 
-    /// The parts, in order.
-    pub fn parts(&self) -> [&Bytes; 2] {
-        [&self.head, &self.body]
+    /// The parts, in order (some may be empty).
+    pub fn parts(&self) -> impl Iterator<Item = &Bytes> {
+        std::iter::once(&self.head).chain(&self.body)
     }
 
-    /// The frame as contiguous, 64-byte-aligned bytes (copied only when in two parts).
+    /// The frame as contiguous, 64-byte-aligned bytes (copied only when in
+    /// several parts).
     pub fn to_bytes(&self) -> Bytes {
-        if self.body.is_empty() {
+        if self.body.iter().all(Bytes::is_empty) {
             return self.head.clone();
         }
         let mut all = MutableBuffer::with_capacity(self.len());
-        all.extend_from_slice(&self.head);
-        all.extend_from_slice(&self.body);
+        for part in self.parts() {
+            all.extend_from_slice(part);
+        }
         Bytes::from_owner(BufferOwner(all.into()))
     }
 }
@@ -243,7 +275,7 @@ impl From<Bytes> for Frame {
     fn from(head: Bytes) -> Self {
         Frame {
             head,
-            body: Bytes::new(),
+            body: Vec::new(),
             encoded: false,
         }
     }
@@ -261,8 +293,9 @@ impl AsRef<[u8]> for BufferOwner {
 /// Encodes `value` as a frame.
 ///
 /// A blob is not copied: its frame is a 64-byte header followed by the blob's
-/// own bytes. A table is serialised once into Arrow IPC with 64-byte buffer
-/// alignment, in 64-byte-aligned memory.
+/// own bytes. A table becomes Arrow IPC with 64-byte buffer alignment whose
+/// large buffers are the table's own (shared, not copied; see
+/// [`SHARE_FROM`]); the metadata and small buffers are copied together.
 ///
 /// ```
 /// use spillpool::{frame, Key, Value};
@@ -284,68 +317,102 @@ pub fn encode(value: &Value) -> Result<Frame> {
             head.extend_from_slice(&header);
             Ok(Frame {
                 head: Bytes::from_owner(BufferOwner(head.into())),
-                body: b.clone(),
+                body: vec![b.clone()],
                 encoded: true,
             })
         }
         Value::Table(t) => {
-            let (kind, mut out) = encode_table(t)?;
-            let stored_len = out.len() - HEADER_LEN;
-            let checksum = Checksum::for_len(stored_len);
-            let sum = checksum.of(&out.as_slice()[HEADER_LEN..]);
-            let header = header_bytes(kind, &[], HEADER_LEN, stored_len, stored_len, checksum, sum);
-            out.as_slice_mut()[..HEADER_LEN].copy_from_slice(&header);
-            Ok(Frame {
-                head: Bytes::from_owner(BufferOwner(out.into())),
-                body: Bytes::new(),
-                encoded: true,
-            })
+            let invalid = |e: arrow_schema::ArrowError| Error::InvalidValue {
+                reason: format!("table cannot be encoded as Arrow IPC: {e}"),
+            };
+            let kind = |format| match format {
+                ipc::Format::File => Kind::TableIpcFile,
+                ipc::Format::Stream => Kind::TableIpcStream,
+            };
+            let (schema, batches) = (t.schema(), t.batches());
+            // The rows' bytes (a tile is a slice: `Table::size` would count
+            // the whole arrays it shares).
+            let spanned = crate::value::spanned_bytes(batches);
+            if spanned < SHARE_FROM {
+                // Nothing to share: one buffer costs less than many pieces.
+                let buffers: usize = batches.iter().map(|b| 3 * b.num_columns()).sum();
+                let capacity = spanned + 64 * buffers + 4096;
+                let (format, out) =
+                    ipc::encode_joined(schema, batches, ALIGNMENT, HEADER_LEN, capacity)
+                        .map_err(invalid)?;
+                return Ok(finish(kind(format), out, Vec::new()));
+            }
+            let (format, pieces) = ipc::encode(schema, batches, ALIGNMENT).map_err(invalid)?;
+            Ok(assemble(kind(format), pieces))
         }
     }
 }
 
-fn encode_table(table: &Table) -> Result<(Kind, MutableBuffer)> {
-    let options = IpcWriteOptions::try_new(ALIGNMENT, false, MetadataVersion::V5).map_err(|e| {
-        Error::InvalidValue {
-            reason: format!("arrow IPC options: {e}"),
+/// Pieces of a table's encoding at least this long are parts of its frame
+/// as they are; shorter ones are copied together (fewer, larger writes).
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+/// use spillpool::{frame, Value};
+/// let column = Float64Array::from_iter_values((0..65_536).map(f64::from));
+/// let data = column.values().inner().as_ptr();
+/// let batch = RecordBatch::try_from_iter([("x", Arc::new(column) as ArrayRef)]).unwrap();
+/// // 512 KiB of values: at least SHARE_FROM, so the frame holds them as they are.
+/// let frame = frame::encode(&Value::from(batch)).unwrap();
+/// assert!(frame.parts().any(|part| part.as_ptr() == data));
+/// ```
+pub const SHARE_FROM: usize = 64 * 1024;
+
+/// A frame of `kind` whose payload is the concatenation of `pieces`.
+fn assemble(kind: Kind, pieces: Vec<Buffer>) -> Frame {
+    let short = |p: &Buffer| p.len() < SHARE_FROM;
+    // The header and the pieces before the first shared one.
+    let leading: usize = pieces
+        .iter()
+        .take_while(|p| short(p))
+        .map(Buffer::len)
+        .sum();
+    let mut head = MutableBuffer::with_capacity(HEADER_LEN + leading);
+    head.extend_zeros(HEADER_LEN);
+    let mut body: Vec<Buffer> = Vec::new();
+    let mut small = MutableBuffer::new(0);
+    for piece in pieces {
+        if !short(&piece) {
+            if !small.is_empty() {
+                body.push(std::mem::replace(&mut small, MutableBuffer::new(0)).into());
+            }
+            body.push(piece);
+        } else if body.is_empty() {
+            head.extend_from_slice(piece.as_slice());
+        } else {
+            small.extend_from_slice(piece.as_slice());
         }
-    })?;
-    // The rows' bytes, each buffer's padding to 64, and room for the
-    // metadata: a tile is a slice, and `Table::size` would count the whole
-    // arrays it shares (a 1 GB reservation for each 8 MB tile).
-    let buffers: usize = table.batches().iter().map(|b| 3 * b.num_columns()).sum();
-    let capacity = HEADER_LEN + crate::value::spanned_bytes(table.batches()) + 64 * buffers + 4096;
-    let fresh = || {
-        let mut buf = MutableBuffer::with_capacity(capacity);
-        buf.extend_zeros(HEADER_LEN);
-        AlignedWriter(buf)
-    };
-    // The IPC file format (with its batch index) is preferred; it cannot hold a
-    // dictionary that changes between batches, which the stream format can.
-    let file_attempt = (|| {
-        let mut w = FileWriter::try_new_with_options(fresh(), table.schema(), options.clone())?;
-        for batch in table.batches() {
-            w.write(batch)?;
-        }
-        w.finish()?;
-        w.into_inner()
-    })();
-    if let Ok(AlignedWriter(buf)) = file_attempt {
-        return Ok((Kind::TableIpcFile, buf));
     }
-    let stream_attempt = (|| {
-        let mut w = StreamWriter::try_new_with_options(fresh(), table.schema(), options)?;
-        for batch in table.batches() {
-            w.write(batch)?;
-        }
-        w.finish()?;
-        w.into_inner()
-    })();
-    match stream_attempt {
-        Ok(AlignedWriter(buf)) => Ok((Kind::TableIpcStream, buf)),
-        Err(e) => Err(Error::InvalidValue {
-            reason: format!("table cannot be encoded as Arrow IPC: {e}"),
-        }),
+    if !small.is_empty() {
+        body.push(small.into());
+    }
+    finish(kind, head, body)
+}
+
+/// A frame of `kind` from `head` (room for the header, then the payload's
+/// first bytes) and `body`: checksums the payload and fills in the header.
+fn finish(kind: Kind, mut head: MutableBuffer, body: Vec<Buffer>) -> Frame {
+    let stored_len = head.len() - HEADER_LEN + body.iter().map(Buffer::len).sum::<usize>();
+    let checksum = Checksum::for_len(stored_len);
+    let mut slices: Vec<&[u8]> = Vec::with_capacity(body.len() + 1);
+    slices.push(&head.as_slice()[HEADER_LEN..]);
+    slices.extend(body.iter().map(Buffer::as_slice));
+    let sum = checksum.of_slices(&slices);
+    let header = header_bytes(kind, &[], HEADER_LEN, stored_len, stored_len, checksum, sum);
+    head.as_slice_mut()[..HEADER_LEN].copy_from_slice(&header);
+    Frame {
+        head: Bytes::from_owner(BufferOwner(head.into())),
+        body: body
+            .into_iter()
+            .map(|b| Bytes::from_owner(BufferOwner(b)))
+            .collect(),
+        encoded: true,
     }
 }
 
@@ -411,18 +478,18 @@ pub fn verify(
     verify_parts(frame, &[], key, location, true)
 }
 
-/// [`verify`] for a frame held as `head` followed by `body` (see [`Frame`]);
-/// the header and filter descriptor must lie in `head`.
+/// [`verify`] for a frame held as `head` followed by the `body` parts (see
+/// [`Frame`]); the header and filter descriptor must lie in `head`.
 /// `hash_payload: false` trusts the payload checksum (a frame encoded here).
 fn verify_parts(
     head: &[u8],
-    body: &[u8],
+    body: &[Bytes],
     key: &Key,
     location: &(impl std::fmt::Display + ?Sized),
     hash_payload: bool,
 ) -> Result<Header> {
     let corrupt = |reason: String| Error::corrupt(key, location, reason);
-    let total = head.len() + body.len();
+    let total = head.len() + body.iter().map(Bytes::len).sum::<usize>();
     if head.len() < HEADER_LEN {
         return Err(corrupt(format!(
             "truncated: {total} bytes, a frame header needs {HEADER_LEN}"
@@ -480,10 +547,10 @@ fn verify_parts(
     let (payload_offset, stored_len) = (payload_offset as usize, stored_len as usize);
     let sum = if !hash_payload {
         le_u64(head, 40)
-    } else if payload_offset < head.len() {
-        checksum.of_parts(&head[payload_offset..], body)
+    } else if body.is_empty() {
+        checksum.of(&head[payload_offset..])
     } else {
-        checksum.of(&body[payload_offset - head.len()..])
+        checksum.of_slices(&payload_slices(head, body, payload_offset))
     };
     if sum != le_u64(head, 40) {
         return Err(corrupt("payload checksum mismatch".into()));
@@ -504,6 +571,19 @@ fn verify_parts(
         checksum,
         payload_checksum: le_u64(head, 40),
     })
+}
+
+/// The bytes from `offset` on of `head` followed by `body`, where they lie.
+fn payload_slices<'a>(head: &'a [u8], body: &'a [Bytes], offset: usize) -> Vec<&'a [u8]> {
+    let mut skip = offset;
+    std::iter::once(head)
+        .chain(body.iter().map(|b| b.as_ref()))
+        .map(|part| {
+            let from = skip.min(part.len());
+            skip -= from;
+            &part[from..]
+        })
+        .collect()
 }
 
 /// Encodes `value` with `filters` for storage under `key` (the key is
@@ -527,12 +607,11 @@ pub fn refilter(
         Ok(h) if h.filters.is_empty() => h,
         _ => return Ok(frame),
     };
-    let payload = if header.payload_offset == frame.head.len() {
-        frame.body.clone()
-    } else if frame.body.is_empty() {
-        frame.head.slice(header.payload_offset..)
-    } else {
-        frame.to_bytes().slice(header.payload_offset..)
+    let payload = match frame.body.as_slice() {
+        [body] if header.payload_offset == frame.head.len() => body.clone(),
+        [] => frame.head.slice(header.payload_offset..),
+        // A table's frame in parts: the filters want its payload in one piece.
+        _ => frame.to_bytes().slice(header.payload_offset..),
     };
     // Unfiltered, the payload's checksum is the raw data's, verified just now.
     let (desc, stored) =
@@ -555,7 +634,7 @@ pub fn refilter(
     head.extend_zeros(payload_offset - HEADER_LEN - desc.len());
     Ok(Frame {
         head: Bytes::from_owner(BufferOwner(head.into())),
-        body: Bytes::from_owner(BufferOwner(stored.into())),
+        body: vec![Bytes::from_owner(BufferOwner(stored.into()))],
         encoded: true,
     })
 }
@@ -991,6 +1070,89 @@ mod tests {
                 Some(header.payload_checksum)
             );
         }
+    }
+
+    /// A table's large buffers are parts of its frame, not copies; the frame
+    /// reads back whole, its checksum (by span, across parts) is the one the
+    /// joined bytes give, and filtering it works on the joined payload.
+    #[test]
+    fn table_frames_share_large_buffers() {
+        use arrow_array::Float64Array;
+        let rows = 3 * SPAN / 8 + 5;
+        let x = Float64Array::from_iter_values((0..rows).map(|i| i as f64));
+        let x_data = x.values().inner().as_ptr();
+        let batch = RecordBatch::try_from_iter([
+            ("x", Arc::new(x) as ArrayRef),
+            (
+                "i",
+                Arc::new(Int32Array::from_iter_values(0..rows as i32)) as ArrayRef,
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let value = Value::Table(Table::from(batch.slice(1, rows - 2)));
+        let frame = encode(&value).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            frame.parts().any(|p| p.as_ptr() == x_data.wrapping_add(8)),
+            "the sliced column is a part of the frame as it is"
+        );
+        assert!(frame.parts().count() >= 3);
+        let joined = frame.to_bytes();
+        assert_eq!(joined.len(), frame.len());
+        let header = verify(&joined, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(header.checksum, Checksum::Xxh3Spans);
+        assert_eq!(header.kind, Kind::TableIpcFile);
+        // The parts, hashed where they lie, against the joined payload.
+        let body: Vec<Bytes> = frame.parts().skip(1).cloned().collect();
+        let from_parts =
+            verify_parts(&frame.head, &body, &key(), "t", true).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_parts, header);
+        assert_eq!(Frame::from(joined.clone()), frame);
+        let back = decode(joined, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, value);
+        let sealed = refilter(
+            frame,
+            &Filters::none().with_compression(crate::filter::Compression::Lz4),
+            &key(),
+            "t",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes();
+        let back = decode(sealed, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, value);
+    }
+
+    /// Hashing the pieces where they lie gives the joined bytes' checksum,
+    /// however they are cut, for both algorithms.
+    #[test]
+    fn checksums_of_pieces_match_the_joined_bytes() {
+        let data: Vec<u8> = (0..2 * SPAN + 1000).map(|i| (i * 13 % 253) as u8).collect();
+        for cuts in [
+            vec![],
+            vec![0],
+            vec![1, 2, 3],
+            vec![SPAN - 1, SPAN, SPAN + 1],
+            vec![100, SPAN + 100, 2 * SPAN],
+            vec![data.len()],
+        ] {
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            let mut from = 0;
+            for &c in &cuts {
+                pieces.push(&data[from..c]);
+                from = c;
+            }
+            pieces.push(&data[from..]);
+            for checksum in [Checksum::Xxh3, Checksum::Xxh3Spans] {
+                assert_eq!(
+                    checksum.of_slices(&pieces),
+                    checksum.of(&data),
+                    "{checksum:?} cut at {cuts:?}"
+                );
+            }
+        }
+        assert_eq!(
+            Checksum::Xxh3Spans.of_slices(&[]),
+            Checksum::Xxh3Spans.of(&[])
+        );
     }
 
     /// A frame encoded here is filtered without hashing its payload again;

@@ -40,6 +40,7 @@ mod error;
 pub mod filter;
 pub mod formats;
 pub mod frame;
+mod ipc;
 mod key;
 #[cfg(any(test, feature = "conformance"))]
 pub mod model;

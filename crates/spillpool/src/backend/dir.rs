@@ -119,6 +119,19 @@ fn remove_dead_writers_files(tmp: &Path) {
     }
 }
 
+/// Writes a frame's parts in order (a table's frame has a part per large
+/// buffer, shared with the arrays rather than copied into one).
+fn write_parts(file: &mut File, frame: &Frame) -> std::io::Result<()> {
+    // One `write_all` per part, not `writev`: measured here, writev of the
+    // same parts made later mmap reads of the file 3-4x slower (get-seq
+    // 1.7-1.9 vs 5.6-8 GB/s) and puts 2x slower. Parts are coalesced below
+    // 64 KiB, so a frame has few of them.
+    for part in frame.parts() {
+        file.write_all(part)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
     DirBuilder::new()
         .recursive(true)
@@ -245,10 +258,7 @@ impl DirStore {
                 .map_err(|e| Error::write_io("create", &staged.tmp, e))?;
             self.fault(FaultOp::Write)
                 .map_err(|e| Error::write_io("write", &staged.tmp, e))?;
-            for part in frame.parts() {
-                file.write_all(part)
-                    .map_err(|e| Error::write_io("write", &staged.tmp, e))?;
-            }
+            write_parts(&mut file, frame).map_err(|e| Error::write_io("write", &staged.tmp, e))?;
             if fsync {
                 self.fsync("fsync", &staged.tmp, || file.sync_data())?;
             }
@@ -527,5 +537,45 @@ mod tests {
                 .collect();
             assert_eq!(decode_name(&joined).as_deref(), Some(k));
         }
+    }
+
+    #[test]
+    fn a_frame_in_parts_is_stored_as_its_joined_bytes() {
+        use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+        use std::sync::Arc;
+        let rows = 40_000;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "x",
+                Arc::new(Float64Array::from_iter_values((0..rows).map(f64::from))) as ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("row {i}")),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let value = crate::Value::from(batch);
+        let frame = crate::frame::encode(&value).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            frame.parts().count() > 2,
+            "a table this size has shared parts"
+        );
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            DirStore::open(vec![dir.path().to_path_buf()], false).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .put(&key("t"), &frame)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stored = store
+            .get(&key("t"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("missing"));
+        assert_eq!(stored, frame.to_bytes());
+        let back =
+            crate::frame::decode(stored, &key("t"), "test").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, value);
     }
 }
