@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use spillpool::pool::Pool;
@@ -132,12 +132,19 @@ fn values(count: usize, size: usize) -> Vec<Bytes> {
         .collect()
 }
 
-/// `bytes` as a table of 8 float64 columns sharing its memory (the bytes
-/// are 8-aligned slices of one block; a length not a multiple of 64 loses
-/// its tail).
+/// `bytes` as a table of 8 float64 columns sharing its memory: every byte
+/// is a value's, so a table's size is the blob's (`bench_pool` asks for a
+/// multiple of 64 bytes).
 fn as_table(bytes: &Bytes) -> Result<Value> {
     use std::sync::Arc;
-    let column_len = bytes.len() / 64 * 8;
+    if !bytes.len().is_multiple_of(64) || bytes.as_ptr().align_offset(8) != 0 {
+        bail!(
+            "{} bytes at {:p}: tables need a multiple of 64 bytes, 8-aligned",
+            bytes.len(),
+            bytes.as_ptr()
+        );
+    }
+    let column_len = bytes.len() / 8;
     let columns = (0..8).map(|c| {
         let buffer = arrow_buffer::Buffer::from(bytes.slice(c * column_len..(c + 1) * column_len));
         let values = arrow_buffer::ScalarBuffer::<f64>::new(buffer, 0, column_len / 8);
@@ -193,6 +200,11 @@ fn bench_pool(a: PoolBench) -> Result<()> {
     let memory_limit = parse_size(&a.memory_limit, "--memory-limit")?;
     let data = parse_size(&a.data, "--data")?;
     let size = parse_size(&a.value_size, "--value-size")?.max(1) as usize;
+    if a.tables && !size.is_multiple_of(64) {
+        bail!(
+            "--value-size {size}: with --tables it must be a multiple of 64 bytes (8 float64 columns)"
+        );
+    }
     let count = (data as usize).div_ceil(size).max(1);
     let bytes = (count * size) as u64;
     let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);

@@ -517,6 +517,21 @@ fn pool_bench_runs_and_writes_csv() {
             assert!(cols[6].parse::<f64>().is_ok_and(|v| v > 0.0), "{line}");
         }
     }
+    // A table's columns cover every byte: a size they cannot is refused
+    // (it used to drop the tail and count it anyway).
+    let err = fails(&[
+        "bench",
+        "pool",
+        "--tables",
+        "--value-size",
+        "1000",
+        "--data",
+        "4KiB",
+    ]);
+    assert!(
+        err.contains("--value-size 1000") && err.contains("64"),
+        "{err}"
+    );
 }
 
 fn with_env(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {

@@ -14,6 +14,7 @@
 //! frame to another key all fail authentication. The header holds the key's
 //! identifier, never the key, so a wrong key is reported as such.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
@@ -347,22 +348,26 @@ impl Filters {
         Ok(f)
     }
 
-    /// Filters `payload` (raw bytes of a frame of `kind`) for storage under `key`.
-    /// Returns the descriptor and the stored payload (64-byte aligned).
+    /// Filters `payload` (raw bytes of a frame of `kind`, the concatenation
+    /// of these slices) for storage under `key`. Returns the descriptor and
+    /// the stored payload (64-byte aligned).
     ///
     /// `raw_sum` is the payload's xxh3-64, which the caller has at hand
     /// (the plain frame's verified checksum): it is not computed again.
     pub(crate) fn apply(
         &self,
-        payload: &[u8],
+        payload: &[&[u8]],
         raw_sum: u64,
         kind: u8,
         key: &Key,
     ) -> Result<(Vec<u8>, MutableBuffer)> {
         let chunk_size = self.chunk_size();
-        let chunks: Vec<&[u8]> = payload.chunks(chunk_size).collect();
+        let raw_len: usize = payload.iter().map(|p| p.len()).sum();
+        let chunks = crate::frame::spans_of(payload, chunk_size);
         // Adaptive: compress samples first; keep compression only if it pays.
-        let codec = self.compression.filter(|c| compression_pays(*c, payload));
+        let codec = self
+            .compression
+            .filter(|c| compression_pays(*c, payload, raw_len));
         let mut desc = vec![0u8; DESCRIPTOR_LEN];
         desc[0] = CHAIN_FORMAT;
         desc[1] = codec.map_or(0, Compression::code);
@@ -382,7 +387,7 @@ impl Filters {
         let compressed: Vec<Option<Vec<u8>>> = match codec {
             Some(c) => chunks
                 .par_iter()
-                .map(|chunk| c.compress(chunk).map(Some))
+                .map(|chunk| c.compress(&joined(chunk)).map(Some))
                 .collect::<std::io::Result<_>>()
                 .map_err(|e| Error::InvalidValue {
                     reason: format!("{c} compression: {e}"),
@@ -397,7 +402,7 @@ impl Filters {
         let sizes: Vec<usize> = chunks
             .iter()
             .zip(&compressed)
-            .map(|(raw, c)| c.as_ref().map_or(raw.len(), Vec::len) + tag)
+            .map(|(raw, c)| c.as_ref().map_or_else(|| pieces_len(raw), Vec::len) + tag)
             .collect();
         let table_len = 4 * chunks.len();
         let total = table_len + sizes.iter().sum::<usize>();
@@ -417,22 +422,30 @@ impl Filters {
                 Some(start)
             })
             .collect();
-        let aad_base = aad_prefix(key, kind, payload.len() as u64, &desc);
+        let aad_base = aad_prefix(key, kind, raw_len as u64, &desc);
         let cipher = self.encryption.as_deref();
         (0..chunks.len())
             .into_par_iter()
             .try_for_each(|i| {
-                let body = compressed[i].as_deref().unwrap_or(chunks[i]);
+                let packed;
+                let body: &[&[u8]] = match compressed[i].as_deref() {
+                    Some(c) => {
+                        packed = [c];
+                        &packed
+                    }
+                    None => &chunks[i],
+                };
                 // SAFETY: slot i is starts[i]..starts[i] + sizes[i], inside
                 // `dest` (the sizes sum to its length) and only this task's.
-                let data = unsafe { dest.copy_in(starts[i], body) };
+                let data = unsafe { dest.copy_all_in(starts[i], body) };
                 if let Some(k) = cipher {
                     let t = k
                         .key
                         .seal_in_place_separate_tag(nonce(&desc, i), aad(&aad_base, i), data)
                         .map_err(|_| ())?;
+                    let end = starts[i] + data.len();
                     // SAFETY: the tag ends slot i (sizes[i] = body + TAG_LEN).
-                    unsafe { dest.copy_in(starts[i] + body.len(), t.as_ref()) };
+                    unsafe { dest.copy_in(end, t.as_ref()) };
                 }
                 Ok::<(), ()>(())
             })
@@ -486,15 +499,29 @@ impl Dest {
     /// # Safety
     /// No other task may use that range while the result lives.
     unsafe fn copy_in<'a>(self, at: usize, src: &[u8]) -> &'a mut [u8] {
+        // SAFETY: the caller's promise.
+        unsafe { self.copy_all_in(at, std::slice::from_ref(&src)) }
+    }
+
+    /// Copies the concatenation of `srcs` to `at..` and returns those bytes.
+    ///
+    /// # Safety
+    /// As for [`Dest::copy_in`].
+    unsafe fn copy_all_in<'a>(self, at: usize, srcs: &[&[u8]]) -> &'a mut [u8] {
+        let len = pieces_len(srcs);
         assert!(
-            at <= self.len && src.len() <= self.len - at,
+            at <= self.len && len <= self.len - at,
             "chunk outside its buffer"
         );
-        // SAFETY: in bounds (checked), and the range is this caller's alone.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), src.len());
-            std::slice::from_raw_parts_mut(self.ptr.add(at), src.len())
+        let mut to = at;
+        for src in srcs {
+            // SAFETY: in bounds (checked: the pieces sum to `len`), and the
+            // range is this caller's alone.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(to), src.len()) };
+            to += src.len();
         }
+        // SAFETY: at..at + len is in bounds and was written just now.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
     }
 
     /// Zeroes `at..at + len` and returns it, for a decoder that needs initialised output.
@@ -523,21 +550,27 @@ impl Dest {
     }
 }
 
-/// Compresses up to four 64 KiB slices spread over `payload` (the start of
-/// a table's payload is often offsets, unlike the rest) and says whether
-/// they shrink to [`WORTHWHILE_RATIO`] or better.
-fn compression_pays(c: Compression, payload: &[u8]) -> bool {
+/// Whether a frame with this filter chain is encrypted, so that opening it
+/// authenticates every stored byte (see `frame::verify_to_open`).
+pub(crate) fn authenticates(desc: &[u8]) -> bool {
+    desc.len() == DESCRIPTOR_LEN && desc[0] == CHAIN_FORMAT && desc[2] == 1
+}
+
+/// Compresses up to four 64 KiB slices spread over `payload` (`len` bytes
+/// in pieces; the start of a table's payload is often offsets, unlike the
+/// rest) and says whether they shrink to [`WORTHWHILE_RATIO`] or better.
+fn compression_pays(c: Compression, payload: &[&[u8]], len: usize) -> bool {
     const SAMPLE: usize = 64 << 10;
-    if payload.len() <= 4 * SAMPLE {
+    if len <= 4 * SAMPLE {
         return c
-            .compress(payload)
-            .is_ok_and(|out| out.len() as f64 <= payload.len() as f64 * WORTHWHILE_RATIO);
+            .compress(&joined(payload))
+            .is_ok_and(|out| out.len() as f64 <= len as f64 * WORTHWHILE_RATIO);
     }
-    let step = (payload.len() - SAMPLE) / 3;
+    let step = (len - SAMPLE) / 3;
     let (mut raw, mut packed) = (0usize, 0usize);
     for i in 0..4 {
-        let slice = &payload[i * step..i * step + SAMPLE];
-        match c.compress(slice) {
+        let slice = joined(&range_of(payload, i * step, SAMPLE));
+        match c.compress(&slice) {
             Ok(out) => {
                 raw += slice.len();
                 packed += out.len();
@@ -546,6 +579,40 @@ fn compression_pays(c: Compression, payload: &[u8]) -> bool {
         }
     }
     packed as f64 <= raw as f64 * WORTHWHILE_RATIO
+}
+
+/// The total length of `pieces`.
+fn pieces_len(pieces: &[&[u8]]) -> usize {
+    pieces.iter().map(|p| p.len()).sum()
+}
+
+/// `pieces` as one slice: borrowed when there is one, else joined (a chunk
+/// that straddles two parts of a table's frame; copied by the task that
+/// filters it, while it is in that core's cache).
+fn joined<'a>(pieces: &[&'a [u8]]) -> Cow<'a, [u8]> {
+    match pieces {
+        [] => Cow::Borrowed(&[]),
+        [one] => Cow::Borrowed(one),
+        many => Cow::Owned(many.concat()),
+    }
+}
+
+/// The slices of `pieces` that hold bytes `at..at + len` of their concatenation.
+fn range_of<'a>(pieces: &[&'a [u8]], mut at: usize, mut len: usize) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    for &piece in pieces {
+        if len == 0 {
+            break;
+        }
+        if at >= piece.len() {
+            at -= piece.len();
+            continue;
+        }
+        let take = (piece.len() - at).min(len);
+        out.push(&piece[at..at + take]);
+        (at, len) = (0, len - take);
+    }
+    out
 }
 
 fn aad_prefix(key: &Key, kind: u8, raw_len: u64, desc: &[u8]) -> Vec<u8> {
@@ -877,8 +944,33 @@ mod tests {
                     }
                     let sum = xxhash_rust::xxh3::xxh3_64(&text[..len]);
                     let (desc, stored) = f
-                        .apply(&text[..len], sum, 1, &key)
+                        .apply(&[&text[..len]], sum, 1, &key)
                         .unwrap_or_else(|e| panic!("{e}"));
+                    // The same bytes in uneven pieces (a table's frame in
+                    // parts) filter to the same stored bytes, nonce aside.
+                    let third = (len / 3).max(len.min(7));
+                    let cuts = [0, len.min(7), third, (third + 1).min(len), len];
+                    let pieces: Vec<&[u8]> = cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+                    let (desc2, stored2) = f
+                        .apply(&pieces, sum, 1, &key)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    if !enc {
+                        assert_eq!((&desc2, stored2.as_slice()), (&desc, stored.as_slice()));
+                    }
+                    let mut out2 = vec![0u8; len];
+                    let back2 = undo_into(
+                        &desc2,
+                        stored2.as_slice(),
+                        1,
+                        Dest::of_slice(&mut out2),
+                        crate::frame::Checksum::Xxh3,
+                        &key,
+                        "t",
+                        Some(&ek),
+                    )
+                    .unwrap_or_else(|e| panic!("{codec:?} {enc} {len} in pieces: {e}"));
+                    assert_eq!(back2, sum);
+                    assert!(out2 == text[..len], "{codec:?} {enc} {len} in pieces");
                     let mut out = vec![0u8; len];
                     let dest = Dest::of_slice(&mut out);
                     let checksum = crate::frame::Checksum::Xxh3;

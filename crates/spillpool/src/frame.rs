@@ -109,14 +109,19 @@ impl Checksum {
 
     /// The checksum of the concatenation of `parts`, hashed where they lie.
     fn of_slices(self, parts: &[&[u8]]) -> u64 {
-        let parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
-        match (self, parts.as_slice()) {
-            (_, []) => self.of(&[]),
-            (_, [one]) => self.of(one),
-            (Checksum::Xxh3, many) => xxh3_of_all(many),
-            (Checksum::Xxh3Spans, many) => {
+        // Most frames are one piece (a blob after its empty head): no Vec.
+        let mut filled = parts.iter().filter(|p| !p.is_empty());
+        match (filled.next(), filled.next()) {
+            (None, _) => return self.of(&[]),
+            (Some(one), None) => return self.of(one),
+            _ => {}
+        }
+        let many: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+        match self {
+            Checksum::Xxh3 => xxh3_of_all(&many),
+            Checksum::Xxh3Spans => {
                 use rayon::prelude::*;
-                let sums: Vec<u8> = spans_of(many)
+                let sums: Vec<u8> = spans_of(&many, SPAN)
                     .par_iter()
                     .map(|span| xxh3_of_all(span).to_le_bytes())
                     .collect::<Vec<[u8; 8]>>()
@@ -141,17 +146,18 @@ fn xxh3_of_all(parts: &[&[u8]]) -> u64 {
     }
 }
 
-/// The concatenation of `parts` cut into [`SPAN`]s, each as the pieces of
-/// the parts it covers.
-fn spans_of<'a>(parts: &[&'a [u8]]) -> Vec<Vec<&'a [u8]>> {
-    let mut spans = vec![Vec::new()];
-    let mut room = SPAN;
+/// The concatenation of `parts` cut into pieces of `size` bytes (the last
+/// one shorter), each as the slices of the parts it covers. Nothing for no
+/// bytes.
+pub(crate) fn spans_of<'a>(parts: &[&'a [u8]], size: usize) -> Vec<Vec<&'a [u8]>> {
+    let mut spans: Vec<Vec<&'a [u8]>> = Vec::new();
+    let mut room = 0;
     for &part in parts {
         let mut part = part;
         while !part.is_empty() {
             if room == 0 {
                 spans.push(Vec::new());
-                room = SPAN;
+                room = size.max(1);
             }
             let (now, later) = part.split_at(room.min(part.len()));
             if let Some(span) = spans.last_mut() {
@@ -310,16 +316,10 @@ impl AsRef<[u8]> for BufferOwner {
 pub fn encode(value: &Value) -> Result<Frame> {
     match value {
         Value::Blob(b) => {
-            let checksum = Checksum::for_len(b.len());
-            let sum = checksum.of(b);
-            let header = header_bytes(Kind::Blob, &[], HEADER_LEN, b.len(), b.len(), checksum, sum);
+            // The blob is the frame's body as it is: not copied.
             let mut head = MutableBuffer::with_capacity(HEADER_LEN);
-            head.extend_from_slice(&header);
-            Ok(Frame {
-                head: Bytes::from_owner(BufferOwner(head.into())),
-                body: vec![b.clone()],
-                encoded: true,
-            })
+            head.extend_zeros(HEADER_LEN);
+            Ok(finish(Kind::Blob, head, vec![b.clone()]))
         }
         Value::Table(t) => {
             let invalid = |e: arrow_schema::ArrowError| Error::InvalidValue {
@@ -392,26 +392,27 @@ fn assemble(kind: Kind, pieces: Vec<Buffer>) -> Frame {
     if !small.is_empty() {
         body.push(small.into());
     }
+    let body = body
+        .into_iter()
+        .map(|b| Bytes::from_owner(BufferOwner(b)))
+        .collect();
     finish(kind, head, body)
 }
 
 /// A frame of `kind` from `head` (room for the header, then the payload's
 /// first bytes) and `body`: checksums the payload and fills in the header.
-fn finish(kind: Kind, mut head: MutableBuffer, body: Vec<Buffer>) -> Frame {
-    let stored_len = head.len() - HEADER_LEN + body.iter().map(Buffer::len).sum::<usize>();
+fn finish(kind: Kind, mut head: MutableBuffer, body: Vec<Bytes>) -> Frame {
+    let stored_len = head.len() - HEADER_LEN + body.iter().map(Bytes::len).sum::<usize>();
     let checksum = Checksum::for_len(stored_len);
     let mut slices: Vec<&[u8]> = Vec::with_capacity(body.len() + 1);
     slices.push(&head.as_slice()[HEADER_LEN..]);
-    slices.extend(body.iter().map(Buffer::as_slice));
+    slices.extend(body.iter().map(|b| b.as_ref()));
     let sum = checksum.of_slices(&slices);
     let header = header_bytes(kind, &[], HEADER_LEN, stored_len, stored_len, checksum, sum);
     head.as_slice_mut()[..HEADER_LEN].copy_from_slice(&header);
     Frame {
         head: Bytes::from_owner(BufferOwner(head.into())),
-        body: body
-            .into_iter()
-            .map(|b| Bytes::from_owner(BufferOwner(b)))
-            .collect(),
+        body,
         encoded: true,
     }
 }
@@ -476,6 +477,31 @@ pub fn verify(
     location: &(impl std::fmt::Display + ?Sized),
 ) -> Result<Header> {
     verify_parts(frame, &[], key, location, true)
+}
+
+/// [`verify`] for a frame about to be opened with `cipher_key`: its header
+/// always, its payload's checksum unless AES-GCM authenticates every stored
+/// byte as it decrypts them (each chunk under its own nonce, its index, the
+/// key and the descriptor, so a changed, moved or missing byte fails it as
+/// [`Error::Corrupt`]): hashing them first would check them twice.
+fn verify_to_open(
+    frame: &[u8],
+    key: &Key,
+    location: &(impl std::fmt::Display + ?Sized),
+    cipher_key: Option<&EncryptionKey>,
+) -> Result<Header> {
+    let header = verify_parts(frame, &[], key, location, false)?;
+    let authenticated = cipher_key.is_some() && crate::filter::authenticates(&header.filters);
+    if !authenticated
+        && header.checksum.of(&frame[header.payload_offset..]) != header.payload_checksum
+    {
+        return Err(Error::corrupt(
+            key,
+            location,
+            "payload checksum mismatch".to_string(),
+        ));
+    }
+    Ok(header)
 }
 
 /// [`verify`] for a frame held as `head` followed by the `body` parts (see
@@ -574,7 +600,11 @@ fn verify_parts(
 }
 
 /// The bytes from `offset` on of `head` followed by `body`, where they lie.
-fn payload_slices<'a>(head: &'a [u8], body: &'a [Bytes], offset: usize) -> Vec<&'a [u8]> {
+pub(crate) fn payload_slices<'a>(
+    head: &'a [u8],
+    body: &'a [Bytes],
+    offset: usize,
+) -> Vec<&'a [u8]> {
     let mut skip = offset;
     std::iter::once(head)
         .chain(body.iter().map(|b| b.as_ref()))
@@ -607,12 +637,10 @@ pub fn refilter(
         Ok(h) if h.filters.is_empty() => h,
         _ => return Ok(frame),
     };
-    let payload = match frame.body.as_slice() {
-        [body] if header.payload_offset == frame.head.len() => body.clone(),
-        [] => frame.head.slice(header.payload_offset..),
-        // A table's frame in parts: the filters want its payload in one piece.
-        _ => frame.to_bytes().slice(header.payload_offset..),
-    };
+    // A table's frame in parts is filtered where its parts lie: each chunk
+    // is gathered by the task that filters it, not joined beforehand.
+    let payload = payload_slices(&frame.head, &frame.body, header.payload_offset);
+    let raw_len: usize = payload.iter().map(|p| p.len()).sum();
     // Unfiltered, the payload's checksum is the raw data's, verified just now.
     let (desc, stored) =
         filters.apply(&payload, header.payload_checksum, header.kind as u8, key)?;
@@ -622,7 +650,7 @@ pub fn refilter(
         &desc,
         payload_offset,
         stored.len(),
-        payload.len(),
+        raw_len,
         // The raw checksum came with the plain frame's algorithm: the
         // stored one must use the same (one byte says for both).
         header.checksum,
@@ -649,7 +677,7 @@ pub fn unfilter(
     cipher_key: Option<&EncryptionKey>,
     limits: DecodeLimits,
 ) -> Result<Bytes> {
-    let header = verify(&frame, key, location)?;
+    let header = verify_to_open(&frame, key, location, cipher_key)?;
     Ok(unfilter_verified(frame, header, key, location, cipher_key, limits)?.0)
 }
 
@@ -739,7 +767,7 @@ pub fn decode_with(
     cipher_key: Option<&EncryptionKey>,
     limits: DecodeLimits,
 ) -> Result<Value> {
-    let header = verify(&frame, key, location)?;
+    let header = verify_to_open(&frame, key, location, cipher_key)?;
     let (frame, header) = unfilter_verified(frame, header, key, location, cipher_key, limits)?;
     let corrupt = |reason: String| Error::corrupt(key, location, reason);
     let payload = frame.slice(header.payload_offset..);
@@ -998,6 +1026,61 @@ mod tests {
         }
     }
 
+    /// A table's frame in parts is filtered where its parts lie, with
+    /// chunks that straddle parts: it stores what the joined frame stores
+    /// and reads back equal, compressed or encrypted.
+    #[test]
+    fn a_table_in_parts_is_filtered_like_its_joined_frame() {
+        let n = 40_000;
+        let batch = RecordBatch::try_from_iter([
+            (
+                "a",
+                Arc::new(Int32Array::from_iter_values(0..n)) as ArrayRef,
+            ),
+            (
+                "b",
+                Arc::new(Int32Array::from_iter_values((0..n).map(|i| i % 97))) as ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("v{}", i % 13)),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let value = Value::Table(Table::from(batch));
+        let parts = encode(&value).unwrap_or_else(|e| panic!("{e}"));
+        assert!(parts.body.len() > 1, "a table this size is framed in parts");
+        let joined = Frame::from(parts.to_bytes());
+        let ek = Arc::new(EncryptionKey::from_bytes(&[3u8; 32]));
+        // 4 KiB chunks: most of them cross a part boundary somewhere.
+        let zstd = Filters::none()
+            .with_compression(crate::filter::Compression::Zstd(1))
+            .with_chunk_size(4 << 10);
+        let aes = Filters::none()
+            .with_encryption(Arc::clone(&ek))
+            .with_chunk_size(4 << 10);
+        let from_parts =
+            refilter(parts.clone(), &zstd, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+        let from_joined = refilter(joined, &zstd, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_parts.to_bytes(), from_joined.to_bytes());
+        for sealed in [
+            from_parts,
+            refilter(parts, &aes, &key(), "t").unwrap_or_else(|e| panic!("{e}")),
+        ] {
+            let back = decode_with(
+                sealed.to_bytes(),
+                &key(),
+                "t",
+                Some(&ek),
+                DecodeLimits::default(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, value);
+        }
+    }
+
     /// Payloads from 4 MiB get the span checksum (computed on every core),
     /// smaller ones the single pass; both read, filtered or not, and damage
     /// anywhere in a span is caught. Frames of either kind at any size read
@@ -1196,6 +1279,49 @@ mod tests {
                     assert_eq!((key.as_str(), location.as_str()), ("t/k", "loc"));
                 }
                 other => panic!("byte {i}: {other:?}"),
+            }
+        }
+    }
+
+    /// Opened with its key, an encrypted frame's payload is not hashed
+    /// (GCM authenticates it): every flipped byte must still be an error,
+    /// the chunk table's and the tags' included, and so must every cut.
+    #[test]
+    fn every_flipped_byte_of_an_encrypted_frame_is_an_error() {
+        let ek = Arc::new(EncryptionKey::from_bytes(&[5u8; 32]));
+        for filters in [
+            Filters::none().with_encryption(Arc::clone(&ek)),
+            Filters::none()
+                .with_encryption(Arc::clone(&ek))
+                .with_compression(crate::filter::Compression::Lz4),
+        ] {
+            let filters = filters.with_chunk_size(4 << 10);
+            let value = Value::from(b"spillpool ".repeat(1_300));
+            let sealed = encode_filtered(&value, &filters, &key())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .to_bytes();
+            let open = |frame: Bytes| {
+                decode_with(frame, &key(), "loc", Some(&ek), DecodeLimits::default())
+            };
+            assert_eq!(open(sealed.clone()).ok(), Some(value.clone()));
+            // Between the descriptor and the payload lie zeros that align
+            // it, part of no value: changed, they change no answer.
+            let h = verify(&sealed, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+            let padding = HEADER_LEN + h.filters.len()..h.payload_offset;
+            for i in 0..sealed.len() {
+                let mut bad = sealed.to_vec();
+                bad[i] ^= 0x04;
+                match open(Bytes::from(bad)) {
+                    Err(Error::Corrupt { .. }) => {}
+                    Ok(v) if padding.contains(&i) && v == value => {}
+                    other => panic!("byte {i} of {}: {:?}", sealed.len(), other.map(|_| ())),
+                }
+            }
+            for len in [0, HEADER_LEN, sealed.len() - 16, sealed.len() - 1] {
+                assert!(matches!(
+                    open(sealed.slice(..len)),
+                    Err(Error::Corrupt { .. })
+                ));
             }
         }
     }
