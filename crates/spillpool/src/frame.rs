@@ -479,6 +479,17 @@ pub fn verify(
     verify_parts(frame, &[], key, location, true)
 }
 
+/// Whether `frame` says it is encrypted (its filter chain's cipher byte).
+/// Only a claim: opening the frame checks it (header checksum, then GCM).
+pub(crate) fn claims_encryption(frame: &[u8]) -> bool {
+    let filter_len = frame
+        .get(12..16)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    frame
+        .get(HEADER_LEN..HEADER_LEN.saturating_add(filter_len))
+        .is_some_and(crate::filter::authenticates)
+}
+
 /// [`verify`] for a frame about to be opened with `cipher_key`: its header
 /// always, its payload's checksum unless AES-GCM authenticates every stored
 /// byte as it decrypts them (each chunk under its own nonce, its index, the
@@ -635,6 +646,20 @@ pub fn refilter(
     }
     let header = match verify_parts(&frame.head, &frame.body, key, location, !frame.encoded) {
         Ok(h) if h.filters.is_empty() => h,
+        // Compressed elsewhere, but these filters encrypt: undo the
+        // compression and filter it as a plain frame. Kept as it is, it
+        // would be a value anyone could have written, which an encrypting
+        // store does not read back.
+        Ok(h) if filters.key().is_some() && !crate::filter::authenticates(&h.filters) => {
+            let plain = unfilter(
+                frame.to_bytes(),
+                key,
+                location,
+                None,
+                DecodeLimits::default(),
+            )?;
+            return refilter(Frame::from(plain), filters, key, location);
+        }
         _ => return Ok(frame),
     };
     // A table's frame in parts is filtered where its parts lie: each chunk

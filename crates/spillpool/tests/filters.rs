@@ -231,12 +231,48 @@ fn tampering_is_detected(store: &Encrypted) {
     write(&other);
     expect_corrupt(store, &a, "frame moved between keys");
 
+    // A plain frame in its place, checksums right (anyone can write one),
+    // and one that is only compressed: an encrypting store opens neither.
+    let forged = Value::Blob(Bytes::from_static(b"forged"));
+    let zstd = Filters::none().with_compression(Compression::Zstd(1));
+    for planted in [
+        ok(frame::encode(&forged)).to_bytes(),
+        ok(frame::encode_filtered(&forged, &zstd, &a)).to_bytes(),
+    ] {
+        write(&planted);
+        expect_corrupt(store, &a, "unencrypted frame planted");
+        match store.sealed.get(&a) {
+            Err(Error::Corrupt { reason, .. }) => {
+                assert!(reason.contains("not encrypted"), "{reason}")
+            }
+            other => panic!("get of a planted frame: {other:?}"),
+        }
+        // It is still there, as it was: reading refused it, nothing more.
+        assert_eq!(ok(store.files.get(&a)).as_deref(), Some(&planted[..]));
+    }
+
     // Put right, it reads again.
     write(&original);
     assert_eq!(
         ok(store.sealed.fetch_value(&a)).as_blob(),
         Some(&text(40_000))
     );
+}
+
+/// A frame compressed elsewhere, put into an encrypting store, is stored
+/// encrypted (it used to pass through as it was) and reads back equal.
+#[test]
+fn compressed_frames_are_encrypted_on_the_way_in() {
+    let store = encrypted_store_with(4096, None);
+    let k = key("copied");
+    let value = Value::Blob(text(30_000));
+    let zstd = Filters::none().with_compression(Compression::Zstd(3));
+    let compressed = ok(frame::encode_filtered(&value, &zstd, &k));
+    ok(store.sealed.put(&k, compressed));
+    let stored = ok(store.files.get(&k)).unwrap_or_default();
+    let header = ok(frame::verify(&stored, &k, "t"));
+    assert_eq!(header.filters.get(2), Some(&1), "stored encrypted");
+    assert_eq!(ok(store.sealed.fetch_value(&k)), value);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Backend, Claim, Last, Location, Usage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::filter::{DecodeLimits, Filters};
 use crate::frame::{self, Frame};
 use crate::key::Key;
@@ -20,7 +20,10 @@ use crate::value::Value;
 /// from `SPILLPOOL_ENCRYPTION_KEY` or `SPILLPOOL_ENCRYPTION_KEY_FILE`).
 /// Frames that are already filtered, or that do not verify, are stored as
 /// they are, so copying between stores never double-filters and damaged
-/// bytes still read back as `Corrupt`.
+/// bytes still read back as `Corrupt`; with encryption on, a frame that is
+/// only compressed is decompressed and encrypted. With encryption on, a
+/// stored frame that is not encrypted reads as `Corrupt`: anyone with
+/// access to the storage could have written it.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -91,11 +94,29 @@ impl FilteredBackend {
         frame::refilter(frame, &self.filters, key, &Location::new(&*self.inner, key))
     }
 
+    /// With encryption on, only frames that say they are encrypted are
+    /// opened (and opening checks that they are, with this key). Anyone who
+    /// can write to the storage can write a plain frame with a valid
+    /// checksum; read back, it would replace the value unseen.
+    fn check_sealed(&self, stored: &[u8], key: &Key) -> Result<()> {
+        if self.filters.key().is_none() || frame::claims_encryption(stored) {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            key,
+            &Location::new(&*self.inner, key),
+            "not encrypted, in a store that encrypts every value: not trusted \
+             (values stored before encryption was turned on read through a \
+             handle opened without it)",
+        ))
+    }
+
     /// A stored frame (if any) with this backend's filters undone.
     fn unfilter(&self, stored: Option<Bytes>, key: &Key) -> Result<Option<Bytes>> {
         let Some(stored) = stored else {
             return Ok(None);
         };
+        self.check_sealed(&stored, key)?;
         let location = Location::new(&*self.inner, key);
         let key_ref = self.filters.key().map(|k| &**k);
         frame::unfilter(stored, key, &location, key_ref, self.limits).map(Some)
@@ -161,6 +182,7 @@ impl Backend for FilteredBackend {
         let Some(stored) = self.inner.get(key)? else {
             return Ok(None);
         };
+        self.check_sealed(&stored, key)?;
         let location = Location::new(&*self.inner, key);
         let key_ref = self.filters.key().map(|k| &**k);
         frame::decode_with(stored, key, &location, key_ref, self.limits).map(Some)
