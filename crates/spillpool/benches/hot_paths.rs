@@ -39,31 +39,21 @@ fn ok<T>(what: &str, r: spillpool::Result<T>) -> T {
 fn frames(c: &mut Criterion) {
     let key = ok("key", Key::new("bench/frame"));
     let mut g = c.benchmark_group("frame");
-    for (name, len) in [("1KiB", 1usize << 10), ("1MiB", 1 << 20)] {
-        let b = Value::Blob(blob(len));
-        g.throughput(Throughput::Bytes(len as u64));
-        g.bench_function(BenchmarkId::new("encode_blob", name), |x| {
-            x.iter(|| ok("encode", frame::encode(black_box(&b))))
+    // Blobs, then a small symbol's shape (nothing to share) and 1 MiB of
+    // int64 + float64.
+    let cases = [
+        ("blob", "1KiB", Value::Blob(blob(1 << 10))),
+        ("blob", "1MiB", Value::Blob(blob(1 << 20))),
+        ("table", "2KiB", Value::Table(table(128))),
+        ("table", "1MiB", Value::Table(table(65_536))),
+    ];
+    for (kind, name, value) in &cases {
+        g.throughput(Throughput::Bytes(value.size() as u64));
+        g.bench_function(BenchmarkId::new(format!("encode_{kind}"), name), |x| {
+            x.iter(|| ok("encode", frame::encode(black_box(value))))
         });
-        let bytes = ok("encode", frame::encode(&b)).to_bytes();
-        g.bench_function(BenchmarkId::new("decode_blob", name), |x| {
-            x.iter(|| {
-                ok(
-                    "decode",
-                    frame::decode(black_box(bytes.clone()), &key, "bench"),
-                )
-            })
-        });
-    }
-    // A small symbol's shape (nothing to share) and 1 MiB of int64 + float64.
-    for (name, rows) in [("2KiB", 128), ("1MiB", 65_536)] {
-        let t = Value::Table(table(rows));
-        g.throughput(Throughput::Bytes(t.size() as u64));
-        g.bench_function(BenchmarkId::new("encode_table", name), |x| {
-            x.iter(|| ok("encode", frame::encode(black_box(&t))))
-        });
-        let bytes = ok("encode", frame::encode(&t)).to_bytes();
-        g.bench_function(BenchmarkId::new("decode_table", name), |x| {
+        let bytes = ok("encode", frame::encode(value)).to_bytes();
+        g.bench_function(BenchmarkId::new(format!("decode_{kind}"), name), |x| {
             x.iter(|| {
                 ok(
                     "decode",
