@@ -362,7 +362,7 @@ impl Filters {
         key: &Key,
     ) -> Result<(Vec<u8>, MutableBuffer)> {
         let chunk_size = self.chunk_size();
-        let raw_len: usize = payload.iter().map(|p| p.len()).sum();
+        let raw_len = pieces_len(payload);
         let chunks = crate::frame::spans_of(payload, chunk_size);
         // Adaptive: compress samples first; keep compression only if it pays.
         let codec = self
@@ -582,7 +582,7 @@ fn compression_pays(c: Compression, payload: &[&[u8]], len: usize) -> bool {
 }
 
 /// The total length of `pieces`.
-fn pieces_len(pieces: &[&[u8]]) -> usize {
+pub(crate) fn pieces_len(pieces: &[&[u8]]) -> usize {
     pieces.iter().map(|p| p.len()).sum()
 }
 
@@ -957,36 +957,24 @@ mod tests {
                     if !enc {
                         assert_eq!((&desc2, stored2.as_slice()), (&desc, stored.as_slice()));
                     }
-                    let mut out2 = vec![0u8; len];
-                    let back2 = undo_into(
-                        &desc2,
-                        stored2.as_slice(),
-                        1,
-                        Dest::of_slice(&mut out2),
-                        crate::frame::Checksum::Xxh3,
-                        &key,
-                        "t",
-                        Some(&ek),
-                    )
-                    .unwrap_or_else(|e| panic!("{codec:?} {enc} {len} in pieces: {e}"));
-                    assert_eq!(back2, sum);
-                    assert!(out2 == text[..len], "{codec:?} {enc} {len} in pieces");
-                    let mut out = vec![0u8; len];
-                    let dest = Dest::of_slice(&mut out);
-                    let checksum = crate::frame::Checksum::Xxh3;
-                    let back = undo_into(
-                        &desc,
-                        stored.as_slice(),
-                        1,
-                        dest,
-                        checksum,
-                        &key,
-                        "t",
-                        Some(&ek),
-                    )
-                    .unwrap_or_else(|e| panic!("{codec:?} {enc} {len}: {e}"));
-                    assert_eq!(back, sum);
-                    assert!(out == text[..len], "{codec:?} {enc} {len}");
+                    for (desc, stored, how) in
+                        [(&desc, &stored, "whole"), (&desc2, &stored2, "in pieces")]
+                    {
+                        let mut out = vec![0u8; len];
+                        let back = undo_into(
+                            desc,
+                            stored.as_slice(),
+                            1,
+                            Dest::of_slice(&mut out),
+                            crate::frame::Checksum::Xxh3,
+                            &key,
+                            "t",
+                            Some(&ek),
+                        )
+                        .unwrap_or_else(|e| panic!("{codec:?} {enc} {len} {how}: {e}"));
+                        assert_eq!(back, sum);
+                        assert!(out == text[..len], "{codec:?} {enc} {len} {how}");
+                    }
                 }
             }
         }

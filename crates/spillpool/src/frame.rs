@@ -665,7 +665,7 @@ pub fn refilter(
     // A table's frame in parts is filtered where its parts lie: each chunk
     // is gathered by the task that filters it, not joined beforehand.
     let payload = payload_slices(&frame.head, &frame.body, header.payload_offset);
-    let raw_len: usize = payload.iter().map(|p| p.len()).sum();
+    let raw_len = crate::filter::pieces_len(&payload);
     // Unfiltered, the payload's checksum is the raw data's, verified just now.
     let (desc, stored) =
         filters.apply(&payload, header.payload_checksum, header.kind as u8, key)?;
@@ -1023,6 +1023,11 @@ mod tests {
         Key::new("t/k").unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Decodes `frame` (stored under `key()`) with the encryption key `ek`.
+    fn open(frame: Bytes, ek: &EncryptionKey) -> Result<Value> {
+        decode_with(frame, &key(), "t", Some(ek), DecodeLimits::default())
+    }
+
     fn table() -> Table {
         let batch = RecordBatch::try_from_iter([
             ("i", Arc::new(Int32Array::from(vec![1, 2, 3])) as ArrayRef),
@@ -1094,15 +1099,7 @@ mod tests {
             from_parts,
             refilter(parts, &aes, &key(), "t").unwrap_or_else(|e| panic!("{e}")),
         ] {
-            let back = decode_with(
-                sealed.to_bytes(),
-                &key(),
-                "t",
-                Some(&ek),
-                DecodeLimits::default(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(back, value);
+            assert_eq!(open(sealed.to_bytes(), &ek).ok(), Some(value.clone()));
         }
     }
 
@@ -1161,15 +1158,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .to_bytes();
             assert_eq!(sealed[11], 2);
-            let back = decode_with(
-                sealed.clone(),
-                &key(),
-                "t",
-                Some(&ek),
-                DecodeLimits::default(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(back, value);
+            assert_eq!(open(sealed.clone(), &ek).ok(), Some(value.clone()));
             let plain = unfilter(sealed, &key(), "t", Some(&ek), DecodeLimits::default())
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(plain[11], 2);
@@ -1325,10 +1314,7 @@ mod tests {
             let sealed = encode_filtered(&value, &filters, &key())
                 .unwrap_or_else(|e| panic!("{e}"))
                 .to_bytes();
-            let open = |frame: Bytes| {
-                decode_with(frame, &key(), "loc", Some(&ek), DecodeLimits::default())
-            };
-            assert_eq!(open(sealed.clone()).ok(), Some(value.clone()));
+            assert_eq!(open(sealed.clone(), &ek).ok(), Some(value.clone()));
             // Between the descriptor and the payload lie zeros that align
             // it, part of no value: changed, they change no answer.
             let h = verify(&sealed, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
@@ -1336,7 +1322,7 @@ mod tests {
             for i in 0..sealed.len() {
                 let mut bad = sealed.to_vec();
                 bad[i] ^= 0x04;
-                match open(Bytes::from(bad)) {
+                match open(Bytes::from(bad), &ek) {
                     Err(Error::Corrupt { .. }) => {}
                     Ok(v) if padding.contains(&i) && v == value => {}
                     other => panic!("byte {i} of {}: {:?}", sealed.len(), other.map(|_| ())),
@@ -1344,7 +1330,7 @@ mod tests {
             }
             for len in [0, HEADER_LEN, sealed.len() - 16, sealed.len() - 1] {
                 assert!(matches!(
-                    open(sealed.slice(..len)),
+                    open(sealed.slice(..len), &ek),
                     Err(Error::Corrupt { .. })
                 ));
             }
