@@ -164,6 +164,24 @@ pub struct EncryptionKey {
 }
 
 impl EncryptionKey {
+    /// [`Error::WrongKey`] unless the encrypted filter chain `desc` (see
+    /// [`authenticates`]) was sealed with this key.
+    pub(crate) fn check_sealed_with(
+        &self,
+        desc: &[u8],
+        key: &Key,
+        location: &(impl fmt::Display + ?Sized),
+    ) -> Result<()> {
+        match desc.get(16..24) {
+            Some(id) if id == self.id => Ok(()),
+            id => Err(Error::WrongKey {
+                key: printable(key.as_str()),
+                location: location.to_string(),
+                stored_key_id: hex(id.unwrap_or_default()),
+            }),
+        }
+    }
+
     /// A key from its 32 bytes.
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
         let digest = ring::digest::digest(
@@ -708,13 +726,7 @@ pub(crate) fn undo_into(
             key: printable(key.as_str()),
             location: location.to_string(),
         })?;
-        if k.id[..] != desc[16..24] {
-            return Err(Error::WrongKey {
-                key: printable(key.as_str()),
-                location: location.to_string(),
-                stored_key_id: hex(&desc[16..24]),
-            });
-        }
+        k.check_sealed_with(desc, key, location)?;
         Some(k)
     } else {
         None

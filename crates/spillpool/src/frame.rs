@@ -635,6 +635,9 @@ pub fn encode_filtered(value: &Value, filters: &Filters, key: &Key) -> Result<Fr
 
 /// Applies `filters` to a plain frame. A frame that is already filtered, or
 /// that does not verify, is returned as it is: it will read back as itself.
+/// When `filters` encrypt, a frame that is only compressed is decompressed
+/// and encrypted, and one encrypted with another key is
+/// [`Error::WrongKey`] (it could never be read back with this one).
 pub fn refilter(
     frame: Frame,
     filters: &Filters,
@@ -659,6 +662,14 @@ pub fn refilter(
                 DecodeLimits::default(),
             )?;
             return refilter(Frame::from(plain), filters, key, location);
+        }
+        // Encrypted elsewhere: stored as it is if with this key, refused if
+        // with another (this store could never read it back).
+        Ok(h) => {
+            if let Some(k) = filters.key() {
+                k.check_sealed_with(&h.filters, key, location)?;
+            }
+            return Ok(frame);
         }
         _ => return Ok(frame),
     };

@@ -303,6 +303,19 @@ fn wrong_and_missing_keys_are_their_own_errors() {
         Err(Error::KeyRequired { key, .. }) => assert_eq!(key, "k"),
         other => panic!("expected KeyRequired, got {other:?}"),
     }
+    // A frame sealed with another key is refused on the way in (this store
+    // could never open it), and nothing is stored.
+    let other = key("other");
+    let foreign = ok(frame::encode_filtered(
+        &Value::Blob(text(5_000)),
+        &Filters::none().with_encryption(secret(99)),
+        &other,
+    ));
+    match store.sealed.put(&other, foreign) {
+        Err(Error::WrongKey { key, .. }) => assert_eq!(key, "other"),
+        other => panic!("expected WrongKey, got {other:?}"),
+    }
+    assert_eq!(ok(store.files.get(&other)), None);
 }
 
 fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {

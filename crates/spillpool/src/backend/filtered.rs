@@ -21,7 +21,8 @@ use crate::value::Value;
 /// Frames that are already filtered, or that do not verify, are stored as
 /// they are, so copying between stores never double-filters and damaged
 /// bytes still read back as `Corrupt`; with encryption on, a frame that is
-/// only compressed is decompressed and encrypted. With encryption on, a
+/// only compressed is decompressed and encrypted, and one encrypted with
+/// another key is refused (`WrongKey`). With encryption on, a
 /// stored frame that is not encrypted reads as `Corrupt`: anyone with
 /// access to the storage could have written it.
 ///
