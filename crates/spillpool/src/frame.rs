@@ -476,7 +476,7 @@ pub fn verify(
     key: &Key,
     location: &(impl std::fmt::Display + ?Sized),
 ) -> Result<Header> {
-    verify_parts(frame, &[], key, location, true)
+    verify_parts(frame, &[], key, location, PayloadCheck::Hash)
 }
 
 /// Whether `frame` says it is encrypted (its filter chain's cipher byte).
@@ -501,29 +501,44 @@ fn verify_to_open(
     location: &(impl std::fmt::Display + ?Sized),
     cipher_key: Option<&EncryptionKey>,
 ) -> Result<Header> {
-    let header = verify_parts(frame, &[], key, location, false)?;
-    let authenticated = cipher_key.is_some() && crate::filter::authenticates(&header.filters);
-    if !authenticated
-        && header.checksum.of(&frame[header.payload_offset..]) != header.payload_checksum
-    {
-        return Err(Error::corrupt(
-            key,
-            location,
-            "payload checksum mismatch".to_string(),
-        ));
+    let check = if cipher_key.is_some() {
+        PayloadCheck::UnlessSealed
+    } else {
+        PayloadCheck::Hash
+    };
+    verify_parts(frame, &[], key, location, check)
+}
+
+/// How [`verify_parts`] treats the payload checksum.
+#[derive(Clone, Copy)]
+enum PayloadCheck {
+    /// Hash the payload and compare.
+    Hash,
+    /// Take the checksum as right: a frame this process encoded.
+    Trust,
+    /// Hash it unless the frame is encrypted and about to be opened with a
+    /// key, which authenticates every stored byte (see `verify_to_open`).
+    UnlessSealed,
+}
+
+/// [`PayloadCheck::Trust`] for a frame encoded here, else [`PayloadCheck::Hash`].
+fn trust_if(encoded: bool) -> PayloadCheck {
+    if encoded {
+        PayloadCheck::Trust
+    } else {
+        PayloadCheck::Hash
     }
-    Ok(header)
 }
 
 /// [`verify`] for a frame held as `head` followed by the `body` parts (see
 /// [`Frame`]); the header and filter descriptor must lie in `head`.
-/// `hash_payload: false` trusts the payload checksum (a frame encoded here).
+/// `check` says whether the payload is hashed.
 fn verify_parts(
     head: &[u8],
     body: &[Bytes],
     key: &Key,
     location: &(impl std::fmt::Display + ?Sized),
-    hash_payload: bool,
+    check: PayloadCheck,
 ) -> Result<Header> {
     let corrupt = |reason: String| Error::corrupt(key, location, reason);
     let total = head.len() + body.iter().map(Bytes::len).sum::<usize>();
@@ -582,6 +597,11 @@ fn verify_parts(
         )));
     }
     let (payload_offset, stored_len) = (payload_offset as usize, stored_len as usize);
+    let hash_payload = match check {
+        PayloadCheck::Hash => true,
+        PayloadCheck::Trust => false,
+        PayloadCheck::UnlessSealed => !crate::filter::authenticates(&head[HEADER_LEN..filters_end]),
+    };
     let sum = if !hash_payload {
         le_u64(head, 40)
     } else if body.is_empty() {
@@ -647,15 +667,22 @@ pub fn refilter(
     if filters.is_empty() {
         return Ok(frame);
     }
-    let header = match verify_parts(&frame.head, &frame.body, key, location, !frame.encoded) {
+    let header = match verify_parts(
+        &frame.head,
+        &frame.body,
+        key,
+        location,
+        trust_if(frame.encoded),
+    ) {
         Ok(h) if h.filters.is_empty() => h,
         // Compressed elsewhere, but these filters encrypt: undo the
         // compression and filter it as a plain frame. Kept as it is, it
         // would be a value anyone could have written, which an encrypting
         // store does not read back.
         Ok(h) if filters.key().is_some() && !crate::filter::authenticates(&h.filters) => {
-            let plain = unfilter(
+            let (plain, _) = unfilter_verified(
                 frame.to_bytes(),
+                h,
                 key,
                 location,
                 None,
@@ -1211,8 +1238,8 @@ mod tests {
         assert_eq!(header.kind, Kind::TableIpcFile);
         // The parts, hashed where they lie, against the joined payload.
         let body: Vec<Bytes> = frame.parts().skip(1).cloned().collect();
-        let from_parts =
-            verify_parts(&frame.head, &body, &key(), "t", true).unwrap_or_else(|e| panic!("{e}"));
+        let from_parts = verify_parts(&frame.head, &body, &key(), "t", PayloadCheck::Hash)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(from_parts, header);
         assert_eq!(Frame::from(joined.clone()), frame);
         let back = decode(joined, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
