@@ -60,9 +60,16 @@ impl Compression {
         }
     }
 
-    fn compress(self, input: &[u8]) -> std::io::Result<Vec<u8>> {
+    /// Compresses `input`, with `ctx`'s zstd context if it has one for this level.
+    fn compress(self, input: &[u8], ctx: &mut Contexts) -> std::io::Result<Vec<u8>> {
         match self {
-            Compression::Zstd(level) => zstd::bulk::compress(input, level),
+            Compression::Zstd(level) => {
+                let zc = match &mut ctx.compressor {
+                    Some((l, zc)) if *l == level => zc,
+                    slot => &mut slot.insert((level, zstd::bulk::Compressor::new(level)?)).1,
+                };
+                zc.compress(input)
+            }
             Compression::Lz4 => Ok(lz4_flex::block::compress(input)),
             Compression::Gzip(level) => {
                 use std::io::Write;
@@ -77,29 +84,103 @@ impl Compression {
     }
 }
 
-/// Undoes codec `code` from `input` into exactly `out.len()` bytes.
-fn decompress(code: u8, input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
-    let produced = match code {
-        1 => zstd::bulk::decompress_to_buffer(input, out).map_err(|e| format!("zstd: {e}"))?,
-        2 => lz4_flex::block::decompress_into(input, out).map_err(|e| format!("lz4: {e}"))?,
+/// One chunk task's codec contexts, kept across the chunks it handles:
+/// a zstd context costs more to set up than a small chunk takes to code
+/// (its tables are allocated and cleared each time).
+#[derive(Default)]
+struct Contexts {
+    compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+/// A chunk's range of the output, not yet initialised, that zstd writes
+/// without reading it first (so it need not be zeroed): only the first
+/// `filled` bytes, which zstd says it wrote, count as initialised.
+struct Unwritten<'a> {
+    ptr: *mut u8,
+    capacity: usize,
+    filled: usize,
+    _out: std::marker::PhantomData<&'a mut [u8]>,
+}
+
+// SAFETY: `as_slice` covers only the bytes zstd reported writing
+// (`filled_until`), within `capacity` bytes that belong to this value.
+unsafe impl zstd::zstd_safe::WriteBuf for Unwritten<'_> {
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: the first `filled` bytes were written (see above).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.filled) }
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+    unsafe fn filled_until(&mut self, n: usize) {
+        self.filled = n;
+    }
+}
+
+/// Undoes codec `code` from `input` into exactly `len` bytes at `at` in
+/// `out`, and returns them (initialised).
+///
+/// # Safety
+/// As for [`Dest::copy_in`]: that range is the caller's alone.
+unsafe fn decompress_in<'a>(
+    code: u8,
+    input: &[u8],
+    out: Dest,
+    at: usize,
+    len: usize,
+    ctx: &mut Contexts,
+) -> std::result::Result<&'a mut [u8], String> {
+    let wrong = |n: usize| format!("chunk decompressed to {n} bytes, expected {len}");
+    if code == 1 {
+        assert!(
+            at <= out.len && len <= out.len - at,
+            "chunk outside its buffer"
+        );
+        let mut dst = Unwritten {
+            // SAFETY: in bounds (checked above).
+            ptr: unsafe { out.ptr.add(at) },
+            capacity: len,
+            filled: 0,
+            _out: std::marker::PhantomData,
+        };
+        let zd = match &mut ctx.decompressor {
+            Some(zd) => zd,
+            slot => slot.insert(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?),
+        };
+        let n = zd
+            .decompress_to_buffer(input, &mut dst)
+            .map_err(|e| format!("zstd: {e}"))?;
+        if n != len || dst.filled != len {
+            return Err(wrong(n));
+        }
+        // SAFETY: zstd wrote all `len` bytes (just checked), and the range
+        // is the caller's alone.
+        return Ok(unsafe { std::slice::from_raw_parts_mut(dst.ptr, len) });
+    }
+    // lz4 and gzip decode into initialised memory.
+    // SAFETY: the caller's promise.
+    let dst = unsafe { out.zeroed(at, len) };
+    let n = match code {
+        2 => lz4_flex::block::decompress_into(input, dst).map_err(|e| format!("lz4: {e}"))?,
         3 => {
             let mut d = flate2::read::GzDecoder::new(input);
-            d.read_exact(out).map_err(|e| format!("gzip: {e}"))?;
+            d.read_exact(dst).map_err(|e| format!("gzip: {e}"))?;
             let mut extra = [0u8; 1];
             if d.read(&mut extra).map_err(|e| format!("gzip: {e}"))? != 0 {
                 return Err("gzip: more data than the chunk holds".into());
             }
-            out.len()
+            dst.len()
         }
         other => return Err(format!("unknown codec {other}")),
     };
-    if produced != out.len() {
-        return Err(format!(
-            "chunk decompressed to {produced} bytes, expected {}",
-            out.len()
-        ));
+    if n != len {
+        return Err(wrong(n));
     }
-    Ok(())
+    Ok(dst)
 }
 
 impl FromStr for Compression {
@@ -405,7 +486,9 @@ impl Filters {
         let compressed: Vec<Option<Vec<u8>>> = match codec {
             Some(c) => chunks
                 .par_iter()
-                .map(|chunk| c.compress(&joined(chunk)).map(Some))
+                .map_init(Contexts::default, |ctx, chunk| {
+                    c.compress(&joined(chunk), ctx).map(Some)
+                })
                 .collect::<std::io::Result<_>>()
                 .map_err(|e| Error::InvalidValue {
                     reason: format!("{c} compression: {e}"),
@@ -581,14 +664,15 @@ fn compression_pays(c: Compression, payload: &[&[u8]], len: usize) -> bool {
     const SAMPLE: usize = 64 << 10;
     if len <= 4 * SAMPLE {
         return c
-            .compress(&joined(payload))
+            .compress(&joined(payload), &mut Contexts::default())
             .is_ok_and(|out| out.len() as f64 <= len as f64 * WORTHWHILE_RATIO);
     }
     let step = (len - SAMPLE) / 3;
+    let mut ctx = Contexts::default();
     let (mut raw, mut packed) = (0usize, 0usize);
     for i in 0..4 {
         let slice = joined(&range_of(payload, i * step, SAMPLE));
-        match c.compress(&slice) {
+        match c.compress(&slice, &mut ctx) {
             Ok(out) => {
                 raw += slice.len();
                 packed += out.len();
@@ -769,72 +853,89 @@ pub(crate) fn undo_into(
     let raw_sum = u64::from_le_bytes([
         desc[36], desc[37], desc[38], desc[39], desc[40], desc[41], desc[42], desc[43],
     ]);
-    ranges
-        .into_par_iter()
-        .enumerate()
-        .try_for_each(|(i, range)| -> std::result::Result<(), String> {
-            let sealed = &stored[range];
-            // Chunk i's place in `out` (`count` chunks cover it exactly, checked above).
-            let start = i * chunk_size;
-            let len = chunk_size.min(out.len - start);
-            let wrong_len = |n: usize| format!("chunk {i} holds {n} bytes, expected {len}");
-            let auth_failed =
-                || format!("chunk {i} failed authentication (tampered, reordered or moved)");
-            // SAFETY (every `unsafe` below): chunk i's range of `out` is
-            // written by this task alone.
-            match (cipher, codec) {
-                // Encrypted, uncompressed: decrypt in place in the output, no temporary.
-                (Some(k), 0) => {
-                    let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-                    if ct.len() != len {
-                        return Err(wrong_len(ct.len()));
-                    }
-                    let dst = unsafe { out.copy_in(start, ct) };
-                    let tag = Tag::try_from(tag).map_err(|_| auth_failed())?;
-                    k.key
-                        .open_in_place_separate_tag(
-                            nonce(desc, i),
-                            aad(&aad_base, i),
-                            tag,
-                            dst,
-                            0..,
-                        )
-                        .map_err(|_| auth_failed())?;
-                    Ok(())
-                }
-                (Some(k), codec) => {
-                    let mut opened = sealed.to_vec();
-                    let plain = k
-                        .key
-                        .open_in_place(nonce(desc, i), aad(&aad_base, i), &mut opened)
-                        .map_err(|_| auth_failed())?;
-                    let dst = unsafe { out.zeroed(start, len) };
-                    decompress(codec, plain, dst).map_err(|e| format!("chunk {i}: {e}"))
-                }
-                (None, 0) => {
-                    if sealed.len() != len {
-                        return Err(wrong_len(sealed.len()));
-                    }
-                    unsafe { out.copy_in(start, sealed) };
-                    Ok(())
-                }
-                (None, codec) => {
-                    let dst = unsafe { out.zeroed(start, len) };
-                    decompress(codec, sealed, dst).map_err(|e| format!("chunk {i}: {e}"))
-                }
-            }
-        })
-        .map_err(corrupt)?;
-    // SAFETY: every chunk task succeeded, so each wrote its whole range, and
-    // the ranges cover `out`.
-    let out = unsafe { out.all() };
     // Encrypted and not compressed, every output byte is a plaintext byte
     // GCM authenticated, and `raw_sum` (in the descriptor, which is in every
     // chunk's associated data) is the writer's: hashing again proves nothing
     // (a sixth of an AES read). A codec in between gets checked, in case a
-    // decoder does not give back what its encoder was given.
+    // decoder does not give back what its encoder was given; and so does a
+    // frame whose stored bytes were not hashed (`frame::verify_to_open`),
+    // which this check covers end to end.
     let authenticated = cipher.is_some() && codec == 0;
-    if !authenticated && checksum.of(out) != raw_sum {
+    // Span checksums over chunks of whole spans are taken by each chunk's
+    // task right after writing it, while it is in that core's cache: not
+    // in a second pass over the whole output.
+    let by_chunk = !authenticated && checksum.by_pieces(chunk_size);
+    let sums = ranges
+        .into_par_iter()
+        .enumerate()
+        .map_init(
+            Contexts::default,
+            |ctx, (i, range)| -> std::result::Result<Vec<[u8; 8]>, String> {
+                let sealed = &stored[range];
+                // Chunk i's place in `out` (`count` chunks cover it exactly, checked above).
+                let start = i * chunk_size;
+                let len = chunk_size.min(out.len - start);
+                let wrong_len = |n: usize| format!("chunk {i} holds {n} bytes, expected {len}");
+                let auth_failed =
+                    || format!("chunk {i} failed authentication (tampered, reordered or moved)");
+                // SAFETY (every `unsafe` below): chunk i's range of `out` is
+                // written by this task alone.
+                let written: &[u8] = match (cipher, codec) {
+                    // Encrypted, uncompressed: decrypt in place in the output, no temporary.
+                    (Some(k), 0) => {
+                        let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+                        if ct.len() != len {
+                            return Err(wrong_len(ct.len()));
+                        }
+                        let dst = unsafe { out.copy_in(start, ct) };
+                        let tag = Tag::try_from(tag).map_err(|_| auth_failed())?;
+                        k.key
+                            .open_in_place_separate_tag(
+                                nonce(desc, i),
+                                aad(&aad_base, i),
+                                tag,
+                                dst,
+                                0..,
+                            )
+                            .map_err(|_| auth_failed())?
+                    }
+                    (Some(k), codec) => {
+                        let mut opened = sealed.to_vec();
+                        let plain = k
+                            .key
+                            .open_in_place(nonce(desc, i), aad(&aad_base, i), &mut opened)
+                            .map_err(|_| auth_failed())?;
+                        unsafe { decompress_in(codec, plain, out, start, len, ctx) }
+                            .map_err(|e| format!("chunk {i}: {e}"))?
+                    }
+                    (None, 0) => {
+                        if sealed.len() != len {
+                            return Err(wrong_len(sealed.len()));
+                        }
+                        unsafe { out.copy_in(start, sealed) }
+                    }
+                    (None, codec) => unsafe { decompress_in(codec, sealed, out, start, len, ctx) }
+                        .map_err(|e| format!("chunk {i}: {e}"))?,
+                };
+                Ok(if by_chunk {
+                    crate::frame::Checksum::span_sums(written)
+                } else {
+                    Vec::new()
+                })
+            },
+        )
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(corrupt)?;
+    let sum = if authenticated {
+        raw_sum
+    } else if by_chunk {
+        crate::frame::Checksum::of_span_sums(sums.concat().as_slice())
+    } else {
+        // SAFETY: every chunk task succeeded, so each wrote its whole range,
+        // and the ranges cover `out`.
+        checksum.of(unsafe { out.all() })
+    };
+    if sum != raw_sum {
         return Err(corrupt(
             "checksum of the data after undoing the filters does not match".into(),
         ));

@@ -97,14 +97,28 @@ impl Checksum {
             Checksum::Xxh3 => xxh3_64(bytes),
             Checksum::Xxh3Spans => {
                 use rayon::prelude::*;
-                let sums: Vec<u8> = bytes
-                    .par_chunks(SPAN)
-                    .map(|span| xxh3_64(span).to_le_bytes())
-                    .collect::<Vec<[u8; 8]>>()
-                    .concat();
-                xxh3_64(&sums)
+                let sums: Vec<[u8; 8]> = bytes.par_chunks(SPAN).map(span_sum).collect();
+                Self::of_span_sums(&sums)
             }
         }
+    }
+
+    /// Whether a payload cut into `piece`-byte pieces can be checksummed
+    /// piece by piece, each by whoever holds it (see [`Checksum::span_sums`]):
+    /// span checksums over pieces of whole spans.
+    pub(crate) fn by_pieces(self, piece: usize) -> bool {
+        self == Checksum::Xxh3Spans && piece.is_multiple_of(SPAN)
+    }
+
+    /// The span sums of one piece of a payload: whole spans, but for the
+    /// payload's last piece ([`Checksum::by_pieces`]).
+    pub(crate) fn span_sums(piece: &[u8]) -> Vec<[u8; 8]> {
+        piece.chunks(SPAN).map(span_sum).collect()
+    }
+
+    /// [`Checksum::Xxh3Spans`] from every span's sum, in order.
+    pub(crate) fn of_span_sums(sums: &[[u8; 8]]) -> u64 {
+        xxh3_64(sums.as_flattened())
     }
 
     /// The checksum of the concatenation of `parts`, hashed where they lie.
@@ -121,15 +135,19 @@ impl Checksum {
             Checksum::Xxh3 => xxh3_of_all(&many),
             Checksum::Xxh3Spans => {
                 use rayon::prelude::*;
-                let sums: Vec<u8> = spans_of(&many, SPAN)
+                let sums: Vec<[u8; 8]> = spans_of(&many, SPAN)
                     .par_iter()
                     .map(|span| xxh3_of_all(span).to_le_bytes())
-                    .collect::<Vec<[u8; 8]>>()
-                    .concat();
-                xxh3_64(&sums)
+                    .collect();
+                Self::of_span_sums(&sums)
             }
         }
     }
+}
+
+/// One span's sum, as [`Checksum::Xxh3Spans`] concatenates them.
+fn span_sum(span: &[u8]) -> [u8; 8] {
+    xxh3_64(span).to_le_bytes()
 }
 
 /// xxh3-64 of the concatenation of `parts`.
@@ -490,21 +508,24 @@ pub(crate) fn claims_encryption(frame: &[u8]) -> bool {
         .is_some_and(crate::filter::authenticates)
 }
 
-/// [`verify`] for a frame about to be opened with `cipher_key`: its header
-/// always, its payload's checksum unless AES-GCM authenticates every stored
-/// byte as it decrypts them (each chunk under its own nonce, its index, the
-/// key and the descriptor, so a changed, moved or missing byte fails it as
-/// [`Error::Corrupt`]): hashing them first would check them twice.
+/// [`verify`] for a frame about to be opened (its filters undone, with
+/// `cipher_key` if encrypted): its header always, its stored payload's
+/// checksum only when undoing the filters would not check every stored
+/// byte anyway. They do when the frame is encrypted and `cipher_key` is
+/// given (AES-GCM authenticates each chunk under its own nonce, its index,
+/// the key and the descriptor), and when it is filtered without encryption
+/// (the raw checksum, in the header-checked descriptor, is compared with
+/// what decoding gives: a changed stored byte fails to decode or changes
+/// the result). Either way nothing is handed out before that check, and
+/// hashing the stored bytes first would check them twice.
 fn verify_to_open(
     frame: &[u8],
     key: &Key,
     location: &(impl std::fmt::Display + ?Sized),
     cipher_key: Option<&EncryptionKey>,
 ) -> Result<Header> {
-    let check = if cipher_key.is_some() {
-        PayloadCheck::UnlessSealed
-    } else {
-        PayloadCheck::Hash
+    let check = PayloadCheck::UnlessUndone {
+        with_key: cipher_key.is_some(),
     };
     verify_parts(frame, &[], key, location, check)
 }
@@ -516,9 +537,9 @@ enum PayloadCheck {
     Hash,
     /// Take the checksum as right: a frame this process encoded.
     Trust,
-    /// Hash it unless the frame is encrypted and about to be opened with a
-    /// key, which authenticates every stored byte (see `verify_to_open`).
-    UnlessSealed,
+    /// Hash it unless undoing the frame's filters checks every stored byte
+    /// (see `verify_to_open`); `with_key`: a key to open encrypted ones.
+    UnlessUndone { with_key: bool },
 }
 
 /// [`PayloadCheck::Trust`] for a frame encoded here, else [`PayloadCheck::Hash`].
@@ -600,7 +621,10 @@ fn verify_parts(
     let hash_payload = match check {
         PayloadCheck::Hash => true,
         PayloadCheck::Trust => false,
-        PayloadCheck::UnlessSealed => !crate::filter::authenticates(&head[HEADER_LEN..filters_end]),
+        PayloadCheck::UnlessUndone { with_key } => {
+            let filters = &head[HEADER_LEN..filters_end];
+            filters.is_empty() || (crate::filter::authenticates(filters) && !with_key)
+        }
     };
     let sum = if !hash_payload {
         le_u64(head, 40)
@@ -860,7 +884,7 @@ pub(crate) fn decode_table_selected(
     location: &(impl std::fmt::Display + ?Sized),
     selection: &crate::formats::Selection,
 ) -> Result<Table> {
-    let header = verify(&frame, key, location)?;
+    let header = verify_to_open(&frame, key, location, None)?;
     let (frame, header) =
         unfilter_verified(frame, header, key, location, None, DecodeLimits::default())?;
     let corrupt = |reason: String| Error::corrupt(key, location, reason);
@@ -1335,42 +1359,112 @@ mod tests {
         }
     }
 
-    /// Opened with its key, an encrypted frame's payload is not hashed
-    /// (GCM authenticates it): every flipped byte must still be an error,
-    /// the chunk table's and the tags' included, and so must every cut.
+    /// A filtered frame's stored payload is not hashed when it is opened:
+    /// GCM authenticates an encrypted one, and the raw checksum checks what
+    /// decoding an unencrypted one gives. Every flipped byte and every cut
+    /// must still be an error, never a different value. Encrypted, the
+    /// only bytes that change nothing are the zeros padding the descriptor
+    /// to the payload (part of no value); compressed, a codec's own header
+    /// has fields its decoder ignores (gzip's time and OS bytes), which
+    /// may decode to the same value.
     #[test]
-    fn every_flipped_byte_of_an_encrypted_frame_is_an_error() {
+    fn every_flipped_byte_of_a_filtered_frame_is_an_error_or_the_same_value() {
+        use crate::filter::Compression::{Gzip, Lz4, Zstd};
         let ek = Arc::new(EncryptionKey::from_bytes(&[5u8; 32]));
-        for filters in [
-            Filters::none().with_encryption(Arc::clone(&ek)),
-            Filters::none()
-                .with_encryption(Arc::clone(&ek))
-                .with_compression(crate::filter::Compression::Lz4),
+        let text = Value::from(b"spillpool ".repeat(1_300));
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let noise = Value::from(
+            (0..9_000)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    s as u8
+                })
+                .collect::<Vec<u8>>(),
+        );
+        let sealed = || Filters::none().with_encryption(Arc::clone(&ek));
+        for (filters, value, authenticated) in [
+            (sealed(), &text, true),
+            (sealed().with_compression(Lz4), &text, true),
+            (Filters::none().with_compression(Lz4), &text, false),
+            (Filters::none().with_compression(Zstd(1)), &text, false),
+            (Filters::none().with_compression(Gzip(1)), &text, false),
+            // Compression that does not pay: stored as it is, in chunks.
+            (Filters::none().with_compression(Zstd(1)), &noise, false),
         ] {
             let filters = filters.with_chunk_size(4 << 10);
-            let value = Value::from(b"spillpool ".repeat(1_300));
-            let sealed = encode_filtered(&value, &filters, &key())
+            let stored = encode_filtered(value, &filters, &key())
                 .unwrap_or_else(|e| panic!("{e}"))
                 .to_bytes();
-            assert_eq!(open(sealed.clone(), &ek).ok(), Some(value.clone()));
-            // Between the descriptor and the payload lie zeros that align
-            // it, part of no value: changed, they change no answer.
-            let h = verify(&sealed, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(open(stored.clone(), &ek).ok().as_ref(), Some(value));
+            let h = verify(&stored, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
             let padding = HEADER_LEN + h.filters.len()..h.payload_offset;
-            for i in 0..sealed.len() {
-                let mut bad = sealed.to_vec();
+            for i in 0..stored.len() {
+                let mut bad = stored.to_vec();
                 bad[i] ^= 0x04;
-                match open(Bytes::from(bad), &ek) {
+                let bad = Bytes::from(bad);
+                let got = if authenticated {
+                    open(bad, &ek)
+                } else {
+                    decode(bad, &key(), "t")
+                };
+                match got {
                     Err(Error::Corrupt { .. }) => {}
-                    Ok(v) if padding.contains(&i) && v == value => {}
-                    other => panic!("byte {i} of {}: {:?}", sealed.len(), other.map(|_| ())),
+                    Ok(v) if &v == value && (!authenticated || padding.contains(&i)) => {}
+                    other => panic!(
+                        "{filters:?}, byte {i} of {}: {:?}",
+                        stored.len(),
+                        other.map(|v| v == *value)
+                    ),
                 }
             }
-            for len in [0, HEADER_LEN, sealed.len() - 16, sealed.len() - 1] {
+            for len in [0, HEADER_LEN, stored.len() - 16, stored.len() - 1] {
                 assert!(matches!(
-                    open(sealed.slice(..len), &ek),
+                    open(stored.slice(..len), &ek),
                     Err(Error::Corrupt { .. })
                 ));
+            }
+        }
+    }
+
+    /// Chunks of whole spans are checksummed by the tasks that decode them
+    /// (span checksums, payloads from 4 MiB): a changed byte anywhere, in
+    /// any chunk, the last (short) one included, is still caught.
+    #[test]
+    fn big_filtered_frames_are_checked_chunk_by_chunk() {
+        use crate::filter::Compression::{Lz4, Zstd};
+        let raw: Vec<u8> = (0..Checksum::SPANS_FROM + SPAN / 2 + 3)
+            .map(|i| (i % 7 + i / 4099 % 5) as u8)
+            .collect();
+        let value = Value::from(raw);
+        for filters in [
+            Filters::none().with_compression(Lz4),
+            Filters::none()
+                .with_compression(Zstd(1))
+                .with_chunk_size(2 * SPAN),
+        ] {
+            let stored = encode_filtered(&value, &filters, &key())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .to_bytes();
+            let h = verify(&stored, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(h.checksum, Checksum::Xxh3Spans);
+            assert_eq!(
+                decode(stored.clone(), &key(), "t").ok(),
+                Some(value.clone())
+            );
+            let payload = h.payload_offset..stored.len();
+            let mut at: Vec<usize> = (0..16)
+                .map(|k| payload.start + k * payload.len() / 16)
+                .collect();
+            at.extend([payload.start, payload.start + 5, stored.len() - 1]);
+            for i in at {
+                let mut bad = stored.to_vec();
+                bad[i] ^= 0x40;
+                match decode(Bytes::from(bad), &key(), "t") {
+                    Err(Error::Corrupt { .. }) => {}
+                    other => panic!("{filters:?}, byte {i}: {:?}", other.map(|v| v == value)),
+                }
             }
         }
     }
