@@ -20,13 +20,16 @@ use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arrow_buffer::MutableBuffer;
 use rayon::prelude::*;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result, printable};
+use crate::frame::{Checksum, SPAN};
 use crate::key::Key;
 
 /// Bytes of the filter descriptor in the frame header.
@@ -448,18 +451,19 @@ impl Filters {
     }
 
     /// Filters `payload` (raw bytes of a frame of `kind`, the concatenation
-    /// of these slices) for storage under `key`. Returns the descriptor and
-    /// the stored payload (64-byte aligned).
+    /// of these slices) for storage under `key`. Returns the descriptor,
+    /// the stored payload (64-byte aligned) and its `checksum`.
     ///
-    /// `raw_sum` is the payload's xxh3-64, which the caller has at hand
-    /// (the plain frame's verified checksum): it is not computed again.
+    /// `raw_sum` is the payload's checksum, which the caller has at hand
+    /// (the plain frame's verified one): it is not computed again.
     pub(crate) fn apply(
         &self,
         payload: &[&[u8]],
         raw_sum: u64,
+        checksum: Checksum,
         kind: u8,
         key: &Key,
-    ) -> Result<(Vec<u8>, MutableBuffer)> {
+    ) -> Result<(Vec<u8>, MutableBuffer, u64)> {
         let chunk_size = self.chunk_size();
         let raw_len = pieces_len(payload);
         let chunks = crate::frame::spans_of(payload, chunk_size);
@@ -513,8 +517,6 @@ impl Filters {
             .iter()
             .flat_map(|size| (*size as u32).to_le_bytes())
             .collect();
-        // SAFETY: 0..table_len is in `dest` and no task below writes there.
-        unsafe { dest.copy_in(0, &table) };
         let starts: Vec<usize> = sizes
             .iter()
             .scan(table_len, |at, size| {
@@ -523,6 +525,21 @@ impl Filters {
                 Some(start)
             })
             .collect();
+        // Span checksums of the stored payload are taken by whichever task
+        // completes each span, while it is in cache, not in a pass after.
+        let tally = (checksum == Checksum::Xxh3Spans).then(|| {
+            SpanTally::new(
+                std::iter::once((0, table_len))
+                    .chain(starts.iter().copied().zip(sizes.iter().copied())),
+                total,
+            )
+        });
+        // SAFETY: 0..table_len is in `dest` and no task below writes there.
+        unsafe { dest.copy_in(0, &table) };
+        if let Some(t) = &tally {
+            // SAFETY: the table is written and nothing writes it again.
+            unsafe { t.wrote(dest, 0, table_len) };
+        }
         let aad_base = aad_prefix(key, kind, raw_len as u64, &desc);
         let cipher = self.encryption.as_deref();
         (0..chunks.len())
@@ -548,6 +565,10 @@ impl Filters {
                     // SAFETY: the tag ends slot i (sizes[i] = body + TAG_LEN).
                     unsafe { dest.copy_in(end, t.as_ref()) };
                 }
+                if let Some(t) = &tally {
+                    // SAFETY: slot i is written, and no task writes it again.
+                    unsafe { t.wrote(dest, starts[i], sizes[i]) };
+                }
                 Ok::<(), ()>(())
             })
             .map_err(|()| Error::InvalidValue {
@@ -556,7 +577,78 @@ impl Filters {
         // SAFETY: the table and every slot (body, then tag) were written:
         // all of 0..total, within the capacity `Dest::of` reserved.
         unsafe { out.set_len(total) };
-        Ok((desc, out))
+        let stored_sum = match tally {
+            Some(t) => t.sum(),
+            None => checksum.of(out.as_slice()),
+        };
+        Ok((desc, out, stored_sum))
+    }
+}
+
+/// Span checksums ([`Checksum::Xxh3Spans`]) of a buffer that parallel
+/// tasks write in disjoint ranges: each span counts the ranges that touch
+/// it, and the task that writes the last of them hashes the span, which
+/// it has just written (part of it, or all) and so finds in cache.
+struct SpanTally {
+    left: Vec<AtomicUsize>,
+    sums: Vec<AtomicU64>,
+    total: usize,
+}
+
+impl SpanTally {
+    /// For a buffer of `total` bytes written as these `(start, len)` ranges.
+    fn new(ranges: impl Iterator<Item = (usize, usize)>, total: usize) -> Self {
+        let spans = total.div_ceil(SPAN);
+        let mut left: Vec<AtomicUsize> = (0..spans).map(|_| AtomicUsize::new(0)).collect();
+        for (start, len) in ranges {
+            for span in Self::touched(start, len) {
+                *left[span].get_mut() += 1;
+            }
+        }
+        SpanTally {
+            left,
+            sums: (0..spans).map(|_| AtomicU64::new(0)).collect(),
+            total,
+        }
+    }
+
+    /// The spans that `len` bytes at `start` touch.
+    fn touched(start: usize, len: usize) -> std::ops::Range<usize> {
+        if len == 0 {
+            0..0
+        } else {
+            start / SPAN..(start + len - 1) / SPAN + 1
+        }
+    }
+
+    /// Range `start..start + len` of `dest` is written: hashes each span it
+    /// was the last to complete.
+    ///
+    /// # Safety
+    /// That range was written and nothing writes any of `dest` again
+    /// before [`SpanTally::sum`]; each range is reported once.
+    unsafe fn wrote(&self, dest: Dest, start: usize, len: usize) {
+        for span in Self::touched(start, len) {
+            // AcqRel: the last writer sees every other writer's bytes.
+            if self.left[span].fetch_sub(1, Ordering::AcqRel) == 1 {
+                let from = span * SPAN;
+                let to = self.total.min(from + SPAN);
+                // SAFETY: every range touching this span has been written
+                // (its count reached zero) and none is written again.
+                let bytes = unsafe { std::slice::from_raw_parts(dest.ptr.add(from), to - from) };
+                self.sums[span].store(xxh3_64(bytes), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The checksum, once every range was reported.
+    fn sum(self) -> u64 {
+        let sums: Vec<[u8; 8]> = self
+            .sums
+            .into_iter()
+            .map(|s| s.into_inner().to_le_bytes())
+            .collect();
+        Checksum::of_span_sums(&sums)
     }
 }
 
@@ -772,7 +864,7 @@ pub(crate) fn undo_into(
     stored: &[u8],
     kind: u8,
     out: Dest,
-    checksum: crate::frame::Checksum,
+    checksum: Checksum,
     key: &Key,
     location: &(impl std::fmt::Display + ?Sized),
     cipher_key: Option<&EncryptionKey>,
@@ -918,7 +1010,7 @@ pub(crate) fn undo_into(
                         .map_err(|e| format!("chunk {i}: {e}"))?,
                 };
                 Ok(if by_chunk {
-                    crate::frame::Checksum::span_sums(written)
+                    Checksum::span_sums(written)
                 } else {
                     Vec::new()
                 })
@@ -929,7 +1021,7 @@ pub(crate) fn undo_into(
     let sum = if authenticated {
         raw_sum
     } else if by_chunk {
-        crate::frame::Checksum::of_span_sums(sums.concat().as_slice())
+        Checksum::of_span_sums(sums.concat().as_slice())
     } else {
         // SAFETY: every chunk task succeeded, so each wrote its whole range,
         // and the ranges cover `out`.
@@ -1056,16 +1148,17 @@ mod tests {
                         f = f.with_encryption(Arc::clone(&ek));
                     }
                     let sum = xxhash_rust::xxh3::xxh3_64(&text[..len]);
-                    let (desc, stored) = f
-                        .apply(&[&text[..len]], sum, 1, &key)
+                    let (desc, stored, stored_sum) = f
+                        .apply(&[&text[..len]], sum, Checksum::Xxh3, 1, &key)
                         .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(stored_sum, Checksum::Xxh3.of(stored.as_slice()));
                     // The same bytes in uneven pieces (a table's frame in
                     // parts) filter to the same stored bytes, nonce aside.
                     let third = (len / 3).max(len.min(7));
                     let cuts = [0, len.min(7), third, (third + 1).min(len), len];
                     let pieces: Vec<&[u8]> = cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
-                    let (desc2, stored2) = f
-                        .apply(&pieces, sum, 1, &key)
+                    let (desc2, stored2, _) = f
+                        .apply(&pieces, sum, Checksum::Xxh3, 1, &key)
                         .unwrap_or_else(|e| panic!("{e}"));
                     if !enc {
                         assert_eq!((&desc2, stored2.as_slice()), (&desc, stored.as_slice()));
@@ -1079,7 +1172,7 @@ mod tests {
                             stored.as_slice(),
                             1,
                             Dest::of_slice(&mut out),
-                            crate::frame::Checksum::Xxh3,
+                            Checksum::Xxh3,
                             &key,
                             "t",
                             Some(&ek),
@@ -1091,5 +1184,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Span checksums tallied by the writers of uneven ranges, in any
+    /// order, match one pass over the whole buffer: ranges inside one span,
+    /// across two, longer than a span, empty, and ending short of a span.
+    #[test]
+    fn span_tally_matches_a_pass_over_the_buffer() {
+        let total = 3 * SPAN + SPAN / 2 + 5;
+        let mut buf = vec![0u8; total];
+        let cuts = [
+            0,
+            10,
+            SPAN - 1,
+            SPAN - 1,
+            SPAN + 3,
+            3 * SPAN + 1,
+            3 * SPAN + 100,
+            total,
+        ];
+        let ranges: Vec<(usize, usize)> = cuts.windows(2).map(|w| (w[0], w[1] - w[0])).collect();
+        let tally = SpanTally::new(ranges.iter().copied(), total);
+        let dest = Dest::of_slice(&mut buf);
+        let src: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+        // Written and reported last range first.
+        for &(start, len) in ranges.iter().rev() {
+            // SAFETY: each range once, disjoint, within the buffer.
+            unsafe {
+                dest.copy_in(start, &src[start..start + len]);
+                tally.wrote(dest, start, len);
+            }
+        }
+        assert_eq!(tally.sum(), Checksum::Xxh3Spans.of(&src));
+        assert_eq!(buf, src);
     }
 }

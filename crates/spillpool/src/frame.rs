@@ -729,8 +729,15 @@ pub fn refilter(
     let payload = payload_slices(&frame.head, &frame.body, header.payload_offset);
     let raw_len = crate::filter::pieces_len(&payload);
     // Unfiltered, the payload's checksum is the raw data's, verified just now.
-    let (desc, stored) =
-        filters.apply(&payload, header.payload_checksum, header.kind as u8, key)?;
+    // The raw checksum came with the plain frame's algorithm: the stored
+    // one uses the same (one byte says for both).
+    let (desc, stored, stored_sum) = filters.apply(
+        &payload,
+        header.payload_checksum,
+        header.checksum,
+        header.kind as u8,
+        key,
+    )?;
     let payload_offset = (HEADER_LEN + desc.len()).next_multiple_of(ALIGNMENT);
     let h = header_bytes(
         header.kind,
@@ -738,10 +745,8 @@ pub fn refilter(
         payload_offset,
         stored.len(),
         raw_len,
-        // The raw checksum came with the plain frame's algorithm: the
-        // stored one must use the same (one byte says for both).
         header.checksum,
-        header.checksum.of(stored.as_slice()),
+        stored_sum,
     );
     let mut head = MutableBuffer::with_capacity(payload_offset);
     head.extend_from_slice(&h);
