@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the hot paths: frame encode/decode, key validation,
+//! Micro-benchmarks of the hot paths: frame encode/decode, filtering and
+//! unfiltering (compression, encryption) at 16 MiB, key validation,
 //! the pool's memory tier (put, get hits by size and by thread count),
 //! `mem://` values by size, eviction ordering, and LMDB small values.
 //!
