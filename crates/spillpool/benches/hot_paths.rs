@@ -107,6 +107,13 @@ fn filtered_frames(c: &mut Criterion) {
             &words,
         ),
         (
+            "zstd1+aes/words",
+            Filters::none()
+                .with_compression(Compression::Zstd(1))
+                .with_encryption(Arc::clone(&ek)),
+            &words,
+        ),
+        (
             "lz4/random",
             Filters::none().with_compression(Compression::Lz4),
             &random,
