@@ -534,6 +534,58 @@ fn pool_bench_runs_and_writes_csv() {
     );
 }
 
+#[test]
+fn filters_bench_runs_and_reports_every_filter() {
+    let dir = tmp();
+    let csv = dir.path().join("filters.csv");
+    let out = ok(&[
+        "bench",
+        "filters",
+        "--size",
+        "256KiB",
+        "--repeats",
+        "1",
+        "--out",
+        csv.to_str().unwrap_or_default(),
+    ]);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("copy on all cores:"), "{text}");
+    // The ratio table: one row per data set and filter, seven numbers each.
+    for set in ["random-f64", "categorical"] {
+        for filter in [
+            "zstd:1",
+            "zstd:3",
+            "lz4",
+            "gzip:6",
+            "aes-256-gcm",
+            "zstd:3+aes-256-gcm",
+        ] {
+            let name = format!("{set}/{filter}");
+            // Not the samples' rows, which say write or read after the name.
+            let row = text
+                .lines()
+                .find(|l| {
+                    let mut words = l.split_whitespace();
+                    words.next() == Some(name.as_str())
+                        && words.next().is_some_and(|w| w.parse::<f64>().is_ok())
+                })
+                .unwrap_or_else(|| panic!("no ratio row for {name}: {text}"));
+            let numbers: Vec<f64> = row
+                .split_whitespace()
+                .skip(1)
+                .map(|v| v.parse().unwrap_or(f64::NAN))
+                .collect();
+            assert_eq!(numbers.len(), 7, "{row}");
+            assert!(numbers.iter().all(|v| v.is_finite() && *v > 0.0), "{row}");
+        }
+    }
+    // Per data set, filter and repeat: the filter path, the codec on one
+    // core and on all, each written and read, and three machine limits.
+    let rows = std::fs::read_to_string(&csv).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.lines().count(), 1 + 2 * 6 * 9, "{rows}");
+    assert_eq!(rows.matches(",copy-all,").count(), 2 * 6, "{rows}");
+}
+
 fn with_env(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
