@@ -87,9 +87,9 @@ impl Compression {
     }
 }
 
-/// One chunk task's codec contexts, kept across the chunks it handles:
-/// a zstd context costs more to set up than a small chunk takes to code
-/// (its tables are allocated and cleared each time).
+/// One chunk task's codec contexts, kept across the chunks it handles
+/// instead of a zstd context allocated and set up for every chunk (a few
+/// percent of a zstd read at 1 MiB chunks; more for small chunks).
 #[derive(Default)]
 struct Contexts {
     compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,

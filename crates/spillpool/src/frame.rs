@@ -1405,6 +1405,12 @@ mod tests {
             assert_eq!(open(stored.clone(), &ek).ok().as_ref(), Some(value));
             let h = verify(&stored, &key(), "t").unwrap_or_else(|e| panic!("{e}"));
             let padding = HEADER_LEN + h.filters.len()..h.payload_offset;
+            let applied = crate::filter::describe(&h.filters);
+            assert_eq!(
+                applied.and_then(|a| a.compression).is_none(),
+                value == &noise || filters.compression().is_none(),
+                "{filters:?}: noise is stored as it is, the text compressed"
+            );
             for i in 0..stored.len() {
                 let mut bad = stored.to_vec();
                 bad[i] ^= 0x04;
