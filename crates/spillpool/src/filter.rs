@@ -26,7 +26,6 @@ use arrow_buffer::MutableBuffer;
 use rayon::prelude::*;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result, printable};
 use crate::frame::{Checksum, SPAN};
@@ -139,13 +138,8 @@ unsafe fn decompress_in<'a>(
 ) -> std::result::Result<&'a mut [u8], String> {
     let wrong = |n: usize| format!("chunk decompressed to {n} bytes, expected {len}");
     if code == 1 {
-        assert!(
-            at <= out.len && len <= out.len - at,
-            "chunk outside its buffer"
-        );
         let mut dst = Unwritten {
-            // SAFETY: in bounds (checked above).
-            ptr: unsafe { out.ptr.add(at) },
+            ptr: out.at(at, len),
             capacity: len,
             filled: 0,
             _out: std::marker::PhantomData,
@@ -632,22 +626,18 @@ impl SpanTally {
             // AcqRel: the last writer sees every other writer's bytes.
             if self.left[span].fetch_sub(1, Ordering::AcqRel) == 1 {
                 let from = span * SPAN;
-                let to = self.total.min(from + SPAN);
+                let len = SPAN.min(self.total - from);
                 // SAFETY: every range touching this span has been written
                 // (its count reached zero) and none is written again.
-                let bytes = unsafe { std::slice::from_raw_parts(dest.ptr.add(from), to - from) };
-                self.sums[span].store(xxh3_64(bytes), Ordering::Relaxed);
+                let bytes = unsafe { dest.written(from, len) };
+                self.sums[span].store(Checksum::span_sum(bytes), Ordering::Relaxed);
             }
         }
     }
 
     /// The checksum, once every range was reported.
     fn sum(self) -> u64 {
-        let sums: Vec<[u8; 8]> = self
-            .sums
-            .into_iter()
-            .map(|s| s.into_inner().to_le_bytes())
-            .collect();
+        let sums: Vec<u64> = self.sums.into_iter().map(AtomicU64::into_inner).collect();
         Checksum::of_span_sums(&sums)
     }
 }
@@ -702,19 +692,37 @@ impl Dest {
     /// As for [`Dest::copy_in`].
     unsafe fn copy_all_in<'a>(self, at: usize, srcs: &[&[u8]]) -> &'a mut [u8] {
         let len = pieces_len(srcs);
+        let start = self.at(at, len);
+        let mut to = start;
+        for src in srcs {
+            // SAFETY: in bounds (checked: the pieces sum to `len`), and the
+            // range is this caller's alone.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), to, src.len());
+                to = to.add(src.len());
+            }
+        }
+        // SAFETY: at..at + len is in bounds and was written just now.
+        unsafe { std::slice::from_raw_parts_mut(start, len) }
+    }
+
+    /// The address of byte `at`, checking that `at..at + len` is in the buffer.
+    fn at(self, at: usize, len: usize) -> *mut u8 {
         assert!(
             at <= self.len && len <= self.len - at,
             "chunk outside its buffer"
         );
-        let mut to = at;
-        for src in srcs {
-            // SAFETY: in bounds (checked: the pieces sum to `len`), and the
-            // range is this caller's alone.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(to), src.len()) };
-            to += src.len();
-        }
-        // SAFETY: at..at + len is in bounds and was written just now.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) }
+        // In bounds (checked above): `wrapping_add` lands where `add` would.
+        self.ptr.wrapping_add(at)
+    }
+
+    /// Bytes `at..at + len`, already written.
+    ///
+    /// # Safety
+    /// Every one of them was written, and no task writes them meanwhile.
+    unsafe fn written<'a>(self, at: usize, len: usize) -> &'a [u8] {
+        // SAFETY: in bounds (`at` checks), and the caller's promise.
+        unsafe { std::slice::from_raw_parts(self.at(at, len), len) }
     }
 
     /// Zeroes `at..at + len` and returns it, for a decoder that needs initialised output.
@@ -722,14 +730,11 @@ impl Dest {
     /// # Safety
     /// As for [`Dest::copy_in`].
     unsafe fn zeroed<'a>(self, at: usize, len: usize) -> &'a mut [u8] {
-        assert!(
-            at <= self.len && len <= self.len - at,
-            "chunk outside its buffer"
-        );
-        // SAFETY: as in `copy_in`.
+        let start = self.at(at, len);
+        // SAFETY: in bounds (`at` checks), and the range is the caller's alone.
         unsafe {
-            std::ptr::write_bytes(self.ptr.add(at), 0, len);
-            std::slice::from_raw_parts_mut(self.ptr.add(at), len)
+            std::ptr::write_bytes(start, 0, len);
+            std::slice::from_raw_parts_mut(start, len)
         }
     }
 
@@ -739,7 +744,7 @@ impl Dest {
     /// Every byte must have been written, and no task may still be writing.
     unsafe fn all<'a>(self) -> &'a [u8] {
         // SAFETY: the caller's promise.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        unsafe { self.written(0, self.len) }
     }
 }
 
@@ -962,7 +967,7 @@ pub(crate) fn undo_into(
         .enumerate()
         .map_init(
             Contexts::default,
-            |ctx, (i, range)| -> std::result::Result<Vec<[u8; 8]>, String> {
+            |ctx, (i, range)| -> std::result::Result<Vec<u64>, String> {
                 let sealed = &stored[range];
                 // Chunk i's place in `out` (`count` chunks cover it exactly, checked above).
                 let start = i * chunk_size;

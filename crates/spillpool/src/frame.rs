@@ -97,7 +97,7 @@ impl Checksum {
             Checksum::Xxh3 => xxh3_64(bytes),
             Checksum::Xxh3Spans => {
                 use rayon::prelude::*;
-                let sums: Vec<[u8; 8]> = bytes.par_chunks(SPAN).map(span_sum).collect();
+                let sums: Vec<u64> = bytes.par_chunks(SPAN).map(Self::span_sum).collect();
                 Self::of_span_sums(&sums)
             }
         }
@@ -112,13 +112,20 @@ impl Checksum {
 
     /// The span sums of one piece of a payload: whole spans, but for the
     /// payload's last piece ([`Checksum::by_pieces`]).
-    pub(crate) fn span_sums(piece: &[u8]) -> Vec<[u8; 8]> {
-        piece.chunks(SPAN).map(span_sum).collect()
+    pub(crate) fn span_sums(piece: &[u8]) -> Vec<u64> {
+        piece.chunks(SPAN).map(Self::span_sum).collect()
     }
 
-    /// [`Checksum::Xxh3Spans`] from every span's sum, in order.
-    pub(crate) fn of_span_sums(sums: &[[u8; 8]]) -> u64 {
-        xxh3_64(sums.as_flattened())
+    /// One span's sum.
+    pub(crate) fn span_sum(span: &[u8]) -> u64 {
+        xxh3_64(span)
+    }
+
+    /// [`Checksum::Xxh3Spans`] from every span's sum, in order: xxh3-64 of
+    /// their little-endian bytes.
+    pub(crate) fn of_span_sums(sums: &[u64]) -> u64 {
+        let bytes: Vec<u8> = sums.iter().flat_map(|s| s.to_le_bytes()).collect();
+        xxh3_64(&bytes)
     }
 
     /// The checksum of the concatenation of `parts`, hashed where they lie.
@@ -135,19 +142,14 @@ impl Checksum {
             Checksum::Xxh3 => xxh3_of_all(&many),
             Checksum::Xxh3Spans => {
                 use rayon::prelude::*;
-                let sums: Vec<[u8; 8]> = spans_of(&many, SPAN)
+                let sums: Vec<u64> = spans_of(&many, SPAN)
                     .par_iter()
-                    .map(|span| xxh3_of_all(span).to_le_bytes())
+                    .map(|span| xxh3_of_all(span))
                     .collect();
                 Self::of_span_sums(&sums)
             }
         }
     }
-}
-
-/// One span's sum, as [`Checksum::Xxh3Spans`] concatenates them.
-fn span_sum(span: &[u8]) -> [u8; 8] {
-    xxh3_64(span).to_le_bytes()
 }
 
 /// xxh3-64 of the concatenation of `parts`.
@@ -1377,15 +1379,9 @@ mod tests {
         use crate::filter::Compression::{Gzip, Lz4, Zstd};
         let ek = Arc::new(EncryptionKey::from_bytes(&[5u8; 32]));
         let text = Value::from(b"spillpool ".repeat(1_300));
-        let mut s = 0x2545_f491_4f6c_dd1du64;
         let noise = Value::from(
-            (0..9_000)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    s as u8
-                })
+            (0u64..9_000)
+                .map(|i| xxh3_64(&i.to_le_bytes()) as u8)
                 .collect::<Vec<u8>>(),
         );
         let sealed = || Filters::none().with_encryption(Arc::clone(&ek));
